@@ -1,0 +1,137 @@
+"""The one WSGI app: Open Inference Protocol v2 routes over the data plane.
+
+Routes only parse and serialise; every decision lives in `DataPlane`. Every error leaves as
+`{"error": ...}` through `to_status_and_body`, so no client input reaches a 500 or a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Callable, Iterable
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from shared.codec import HEADER_LENGTH
+from shared.config import Settings
+from shared.dataplane import DataPlane
+from shared.errors import MalformedRequest, MethodNotAllowed, NotFound, PayloadTooLarge, SlimserveError, to_status_and_body
+
+log = logging.getLogger("slimserve")
+
+_VERSIONED = "/versions/<version>"
+
+
+def _rules() -> list[Rule]:
+    rules = [
+        Rule("/v2", endpoint="server_metadata", methods=["GET"]),
+        Rule("/v2/health/live", endpoint="live", methods=["GET"]),
+        Rule("/v2/health/ready", endpoint="ready", methods=["GET"]),
+    ]
+    for suffix in ("", _VERSIONED):
+        base = "/v2/models/<name>" + suffix
+        rules += [
+            Rule(base, endpoint="model_metadata", methods=["GET"]),
+            Rule(base + "/ready", endpoint="model_ready", methods=["GET"]),
+            Rule(base + "/config", endpoint="model_config", methods=["GET"]),
+            Rule(base + "/infer", endpoint="infer", methods=["POST"]),
+        ]
+    return rules
+
+
+def json_response(doc: dict, status: int = 200) -> Response:
+    return Response(json.dumps(doc, separators=(",", ":")), status=status, mimetype="application/json")
+
+
+def error_response(exc: BaseException) -> Response:
+    status, body = to_status_and_body(exc)
+    return json_response(body, status)
+
+
+class InferenceApp:
+    """A WSGI callable. Build it once per process; it holds the loaded models."""
+
+    def __init__(self, plane: DataPlane, settings: Settings | None = None):
+        self.plane = plane
+        self.settings = settings or Settings.resolve()
+        self.url_map = Map(_rules(), strict_slashes=False, merge_slashes=False)
+        self._views: dict[str, Callable[..., Response]] = {
+            "server_metadata": lambda req: json_response(self.plane.server_metadata()),
+            "live": lambda req: json_response({"live": True}),
+            "ready": self._ready,
+            "model_metadata": lambda req, name, version=None: json_response(self.plane.model_metadata(name, version)),
+            "model_ready": self._model_ready,
+            "model_config": self._model_config,
+            "infer": self._infer,
+        }
+
+    def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            endpoint, args = self.url_map.bind_to_environ(environ).match()
+            response = self._views[endpoint](request, **args)
+        except HTTPException as exc:
+            response = error_response(_from_werkzeug(exc, request))
+        except SlimserveError as exc:
+            response = error_response(exc)
+        except Exception as exc:  # a bug of ours: log it whole, tell the client nothing internal
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            response = error_response(exc)
+        return response(environ, start_response)
+
+    # --- views -----------------------------------------------------------------------------------
+
+    def _ready(self, request: Request) -> Response:
+        ready = self.plane.ready()
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    def _model_ready(self, request: Request, name: str, version: str | None = None) -> Response:
+        return json_response({"name": name, "ready": self.plane.model_ready(name, version)})
+
+    def _model_config(self, request: Request, name: str, version: str | None = None) -> Response:
+        # tritonclient's get_model_config expects Triton's config shape; answer with what maps.
+        meta = self.plane.model_metadata(name, version)
+        tensor = lambda t: {"name": t["name"], "data_type": "TYPE_" + t["datatype"].replace("BYTES", "STRING"), "dims": t["shape"]}
+        return json_response(
+            {
+                "name": meta["name"],
+                "platform": meta["platform"],
+                "max_batch_size": 0,
+                "input": [tensor(t) for t in meta["inputs"]],
+                "output": [tensor(t) for t in meta["outputs"]],
+            }
+        )
+
+    def _infer(self, request: Request, name: str, version: str | None = None) -> Response:
+        body = read_body(request, self.settings.max_body_bytes)
+        if request.headers.get("Content-Encoding", "identity") not in ("identity", ""):
+            raise MalformedRequest("Content-Encoding is not supported; send the body uncompressed")
+        payload, headers = self.plane.infer_bytes(name, version, body, request.headers.get(HEADER_LENGTH))
+        response = Response(payload, status=200)
+        for key, value in headers.items():
+            response.headers[key] = value
+        return response
+
+
+def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing anything over `limit` before reading it (or as soon as it passes)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"request body is {length} bytes, over the limit of {limit} (SLIMSERVE_MAX_BODY_BYTES)")
+    stream = request.environ["wsgi.input"]
+    body = stream.read(length) if length is not None else stream.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body is over the limit of {limit} bytes (SLIMSERVE_MAX_BODY_BYTES)")
+    return body
+
+
+def _from_werkzeug(exc: HTTPException, request: Request) -> SlimserveError:
+    if exc.code == 405:
+        return MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
+    if exc.code == 404:
+        return NotFound(f"no route {request.path}")
+    if exc.code == 413:
+        return PayloadTooLarge("request body is over the limit")
+    return MalformedRequest(exc.description or exc.name)

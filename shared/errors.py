@@ -1,0 +1,86 @@
+"""The one exception tree of slimserve, each error carrying its HTTP status.
+
+    SlimserveError (500)
+    ├── ClientError (400)
+    │   ├── MalformedRequest (400)   body is not the protocol: bad JSON, bad binary framing
+    │   ├── InvalidTensor (400)      a tensor's name, datatype, shape or element count is wrong
+    │   ├── NotFound (404)           unknown model or version, unknown route
+    │   ├── MethodNotAllowed (405)
+    │   └── PayloadTooLarge (413)    body over SLIMSERVE_MAX_BODY_BYTES
+    ├── ArtifactError (500)          an artifact that must not be served: bad manifest, sha256 mismatch
+    ├── ModelNotReady (503)
+    └── InferenceFailed (500)        onnxruntime failed on input that passed validation
+
+`to_status_and_body` is the single place that turns any exception into `(status, {"error": ...})`;
+adapters and the batch path call it instead of matching on types themselves.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class SlimserveError(Exception):
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class ClientError(SlimserveError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class MalformedRequest(ClientError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class InvalidTensor(ClientError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class NotFound(ClientError):
+    status = HTTPStatus.NOT_FOUND
+
+
+class MethodNotAllowed(ClientError):
+    status = HTTPStatus.METHOD_NOT_ALLOWED
+
+
+class PayloadTooLarge(ClientError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class ArtifactError(SlimserveError):
+    """Raised at load time; the process must refuse to serve the artifact."""
+
+
+class ModelNotReady(SlimserveError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class InferenceFailed(SlimserveError):
+    pass
+
+
+def translate_onnxruntime_error(exc: Exception) -> SlimserveError:
+    """Map onnxruntime's pybind exceptions onto ours.
+
+    Inputs are validated against the signature before `session.run`, so an INVALID_ARGUMENT here
+    still means the request did not suit the model (a dimension the graph constrains further than
+    its declared signature), while anything else is our failure.
+    """
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    if isinstance(exc, (state.InvalidArgument, state.InvalidProtobuf)):
+        return InvalidTensor(f"model rejected the input: {text}")
+    return InferenceFailed(f"inference failed: {text}")
+
+
+def to_status_and_body(exc: BaseException) -> tuple[int, dict]:
+    if isinstance(exc, SlimserveError):
+        return int(exc.status), {"error": exc.message}
+    # Anything unforeseen: a fixed message, so internals never reach the caller.
+    return int(HTTPStatus.INTERNAL_SERVER_ERROR), {"error": "internal server error"}

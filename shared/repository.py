@@ -1,0 +1,60 @@
+"""The models a process serves, loaded once per process (cold start), looked up per request."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from shared.artifact import load_artifact
+from shared.config import Settings
+from shared.errors import ArtifactError, NotFound
+from shared.model import Model
+
+log = logging.getLogger("slimserve")
+
+
+class ModelRepository:
+    def __init__(self, models: list[Model] | None = None):
+        self._models: dict[str, dict[str, Model]] = {}
+        for model in models or []:
+            self.add(model)
+
+    def add(self, model: Model) -> None:
+        versions = self._models.setdefault(model.name, {})
+        if model.version in versions:
+            raise ArtifactError(f"model {model.name!r} version {model.version!r} is loaded twice")
+        versions[model.version] = model
+
+    def get(self, name: str, version: str | None = None) -> Model:
+        versions = self._models.get(name)
+        if not versions:
+            raise NotFound(f"unknown model {name!r}")
+        if version is None:
+            # The highest version answers unversioned requests; numeric versions compare as numbers.
+            return versions[max(versions, key=_version_key)]
+        model = versions.get(version)
+        if model is None:
+            raise NotFound(f"model {name!r} has no version {version!r} (has {', '.join(sorted(versions))})")
+        return model
+
+    def __iter__(self):
+        for versions in self._models.values():
+            yield from versions.values()
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._models.values())
+
+    @classmethod
+    def from_folders(cls, folders: list[str | Path], settings: Settings | None = None) -> "ModelRepository":
+        settings = settings or Settings.resolve()
+        return cls([Model.load(load_artifact(f), settings.ort_threads, settings.providers) for f in folders])
+
+    @classmethod
+    def from_settings(cls, settings: Settings, default_folder: Path) -> "ModelRepository":
+        folders = [f for f in settings.artifact.split(os.pathsep) if f] or [str(default_folder)]
+        return cls.from_folders(folders, settings)
+
+
+def _version_key(version: str) -> tuple:
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)

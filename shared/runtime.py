@@ -1,0 +1,35 @@
+"""What an adapter calls at cold start: settings -> models -> the WSGI app, once per process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from shared.app import InferenceApp
+from shared.config import Settings
+from shared.dataplane import DataPlane
+from shared.repository import ModelRepository
+
+log = logging.getLogger("slimserve")
+
+
+def configure_logging(level: str) -> None:
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level.upper())
+
+
+def build_app(default_folder: Path | str, settings: Settings | None = None, **overrides) -> InferenceApp:
+    """Load every artifact named by SLIMSERVE_ARTIFACT (or `default_folder`) and wrap them in the app."""
+    settings = settings or Settings.resolve(**overrides)
+    configure_logging(settings.log_level)
+    repository = ModelRepository.from_settings(settings, Path(default_folder))
+    return InferenceApp(DataPlane(repository), settings)
+
+
+def app_from_folders(folders: list[str], **overrides) -> InferenceApp:
+    return build_app(folders[0], Settings.resolve(artifact=os.pathsep.join(folders), **overrides))
