@@ -1,0 +1,56 @@
+"""`slimserve`: optimize a model into an artifact, serve artifacts locally."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from optimizer.errors import CliError
+
+TARGETS = ("aws-lambda", "gcp-functions", "azure-functions")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    opt = sub.add_parser("optimize", help="export, compress and evaluate a model; write the artifact")
+    opt.add_argument("spec", help="model.yaml")
+    opt.add_argument("--target", choices=TARGETS, help="platform whose budget applies (default: the spec's)")
+    opt.add_argument("--out", help="artifact folder to write (default: artifacts/<name>/<version>)")
+    opt.add_argument("--tolerance", type=float, help="largest allowed metric drop (default: the spec's)")
+    opt.add_argument("--quiet", action="store_true", help="no progress output")
+
+    srv = sub.add_parser("serve", help="serve artifact folders over the Open Inference Protocol v2")
+    srv.add_argument("artifacts", nargs="+", metavar="ARTIFACT_DIR")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "optimize":
+            from optimizer.pipeline import optimize_command
+
+            return optimize_command(args)
+        if args.command == "serve":
+            from shared.errors import ArtifactError
+            from shared.server import serve
+
+            try:
+                serve(args.artifacts, host=args.host, port=args.port)
+            except ArtifactError as exc:
+                raise CliError(exc.message) from None
+            return 0
+    except CliError as exc:
+        print(f"slimserve: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
