@@ -1,0 +1,1 @@
+"""AWS Lambda adapter (entry points `functions.aws.handler.*`)."""
