@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 package: $(NPM_STAMP)
-	npx osls package
+	node_modules/.bin/osls package
 
 clean:
 	rm -rf $(VENV) node_modules .serverless artifacts dist
