@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from optimizer.errors import CliError
-
-TARGETS = ("aws-lambda", "gcp-functions", "azure-functions")
+from optimizer.spec import TARGETS
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,145 @@
+"""Source model -> one self-contained fp32 ONNX file whose signature is the spec's.
+
+Which exporter, measured with torch 2.13:
+- TorchScript (`.pt`): `torch.jit.load` gives a ScriptModule, which only the legacy TorchScript exporter
+  takes (`dynamo=False`; the dynamo path cannot turn `dynamic_axes` into `dynamic_shapes` for it).
+- ExportedProgram (`.pt2`): `torch.export.load` then the dynamo exporter. Its dynamic axes are the ones the
+  program was exported with (`torch.export.export(..., dynamic_shapes=...)`); a program traced with a
+  static batch keeps it, and the signature check below says so. It writes weights as external data,
+  which we fold back into one file (an artifact is one model file under 2 GB for now).
+- ONNX (`.onnx`): checked with `onnx.checker` and copied.
+
+Whatever the source, `check_signature` then runs the model once with onnxruntime on inputs shaped like the
+spec, so a wrong name, dtype or axis is one SpecError line, never a traceback later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import onnx
+
+from optimizer.errors import SpecError
+from optimizer.signature import check_signature, example_inputs
+from optimizer.spec import Spec
+
+OPSET = 18  # the dynamo exporter's lowest; the legacy one is pinned to it too so both paths agree
+
+
+def export_fp32(spec: Spec, dst: Path) -> Path:
+    """Write the fp32 reference model to `dst` and check it against the spec's signature."""
+    kind = spec.source.kind
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "onnx":
+        _copy_onnx(spec, dst)
+    elif kind == "torchscript":
+        _export_torchscript(spec, dst)
+    else:
+        _export_program(spec, dst)
+    check_signature(dst, spec)
+    return dst
+
+
+def _copy_onnx(spec: Spec, dst: Path) -> None:
+    where = spec.where("source.path")
+    try:
+        onnx.checker.check_model(str(spec.source.path), full_check=True)
+        model = onnx.load(str(spec.source.path))  # also pulls in external data beside it
+    except Exception as exc:  # onnx raises ValidationError, DecodeError, OSError...
+        raise where.error(f"is not a valid ONNX model: {_first_line(exc)}") from None
+    onnx.save(model, str(dst))
+
+
+def _export_torchscript(spec: Spec, dst: Path) -> None:
+    import torch
+
+    where = spec.where("source.path")
+    try:
+        module = torch.jit.load(str(spec.source.path), map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError with a C++ backtrace
+        raise where.error(f"is not a TorchScript file torch.jit.load can read: {_first_line(exc)}") from None
+    module.eval()
+    args = tuple(torch.from_numpy(a) for a in example_inputs(spec.inputs).values())
+    dynamic = {t.name: {axis: f"{t.name}_{axis}" for axis, s in enumerate(t.shape) if s == -1} for t in spec.inputs + spec.outputs}
+    with _quiet(), torch.no_grad():
+        try:
+            torch.onnx.export(
+                module,
+                args,
+                str(dst),
+                input_names=[t.name for t in spec.inputs],
+                output_names=[t.name for t in spec.outputs],
+                dynamic_axes={name: axes for name, axes in dynamic.items() if axes},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        except Exception as exc:
+            raise _run_error(spec, exc) from None
+
+
+def _export_program(spec: Spec, dst: Path) -> None:
+    import torch
+
+    where = spec.where("source.path")
+    try:
+        program = torch.export.load(str(spec.source.path))
+    except Exception as exc:
+        raise where.error(f"is not an ExportedProgram torch.export.load can read: {_first_line(exc)}") from None
+    scratch = dst.parent / (dst.stem + ".dynamo")
+    scratch.mkdir(exist_ok=True)
+    try:
+        with _quiet():
+            try:
+                torch.onnx.export(
+                    program,
+                    (),
+                    str(scratch / "model.onnx"),
+                    input_names=[t.name for t in spec.inputs],
+                    output_names=[t.name for t in spec.outputs],
+                    opset_version=OPSET,
+                    dynamo=True,
+                    verbose=False,
+                )
+            except Exception as exc:
+                raise _run_error(spec, exc) from None
+        onnx.save(onnx.load(str(scratch / "model.onnx")), str(dst))  # fold external data into one file
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_error(spec: Spec, exc: Exception) -> SpecError:
+    shapes = ", ".join(f"{t.name} {list(t.shape)}" for t in spec.inputs)
+    return spec.where("inputs").error(
+        f"do not suit the model ({shapes}); the exporter said: {_first_line(exc)}"
+    )
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and deprecation notes; the CLI owns the terminal."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The line that says what went wrong. TorchScript puts a Python-like traceback first and the
+    actual error (`RuntimeError: mat1 and mat2 shapes cannot be multiplied ...`) last."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "TorchScript interpreter" in lines[0] or lines[0].startswith("Traceback"):
+        return lines[-1][:300]
+    return lines[0][:300]
+

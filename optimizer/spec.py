@@ -1,0 +1,227 @@
+"""`model.yaml`: what the user hands the optimizer, parsed into frozen dataclasses.
+
+Every problem becomes one `SpecError` line that names the key, e.g.
+`model.yaml: inputs[0].dtype 'float33' is not one of bool, float16, ...`. Paths are relative to the
+spec file. Checks that need the model or the data (shapes, npz keys) live in `export.py` and `data.py`
+but speak the same way, through `Where`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from optimizer.errors import SpecError
+from shared.datatypes import SPEC_TO_OIP
+from shared.manifest import NAME_PATTERN, TASKS, VERSION_PATTERN, TensorSpec
+
+TARGETS = ("aws-lambda", "gcp-functions", "azure-functions")
+SOURCE_SUFFIXES = (".pt", ".pt2", ".onnx")
+DEFAULT_TOLERANCE = 0.01
+DEFAULT_TARGET = "aws-lambda"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str  # the spec's (numpy) name: float32, int64, string...
+    shape: tuple[int, ...]  # -1 marks a dynamic axis
+
+    @property
+    def oip(self) -> TensorSpec:
+        return TensorSpec(name=self.name, datatype=SPEC_TO_OIP[self.dtype], shape=self.shape)
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+
+    @property
+    def kind(self) -> str:
+        """`torchscript`, `exported-program` or `onnx`, from the file's suffix."""
+        return {".pt": "torchscript", ".pt2": "exported-program", ".onnx": "onnx"}[self.path.suffix]
+
+
+@dataclass(frozen=True)
+class Data:
+    calibration: Path
+    evaluation: Path
+
+
+@dataclass(frozen=True)
+class Spec:
+    file: Path  # the model.yaml itself; error messages start with it
+    name: str
+    version: str
+    source: Source
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    task: str
+    data: Data
+    tolerance: float = DEFAULT_TOLERANCE
+    target: str = DEFAULT_TARGET
+
+    def where(self, key: str) -> "Where":
+        return Where(self.file, key)
+
+
+@dataclass(frozen=True)
+class Where:
+    """A key inside a spec file, so that every check words its error the same way."""
+
+    file: Path
+    key: str
+
+    def __getitem__(self, index: int) -> "Where":
+        return Where(self.file, f"{self.key}[{index}]")
+
+    def __truediv__(self, child: str) -> "Where":
+        return Where(self.file, f"{self.key}.{child}" if self.key else child)
+
+    def error(self, problem: str) -> SpecError:
+        return SpecError(f"{self.file}: {self.key} {problem}" if self.key else f"{self.file}: {problem}")
+
+
+_TOP = {"name", "version", "source", "inputs", "outputs", "task", "data", "tolerance", "target"}
+_REQUIRED = ("name", "version", "source", "inputs", "outputs", "task", "data")
+
+
+def load_spec(path: str | Path) -> Spec:
+    path = Path(path)
+    root = Where(path, "")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise root.error("no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise root.error(f"cannot be read ({exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise root.error(f"is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+    return parse_spec(raw, path)
+
+
+def parse_spec(raw: Any, path: Path) -> Spec:
+    root = Where(path, "")
+    mapping = _mapping(raw, root, _TOP, _REQUIRED)
+    base = path.parent
+    name = _string(mapping["name"], root / "name")
+    if not NAME_PATTERN.match(name):
+        raise (root / "name").error(f"{name!r} must match {NAME_PATTERN.pattern} (it becomes part of URLs)")
+    version = _version(mapping["version"], root / "version")
+    tolerance = mapping.get("tolerance", DEFAULT_TOLERANCE)
+    return Spec(
+        file=path,
+        name=name,
+        version=version,
+        source=_source(mapping["source"], root / "source", base),
+        inputs=_tensors(mapping["inputs"], root / "inputs"),
+        outputs=_tensors(mapping["outputs"], root / "outputs"),
+        task=_one_of(mapping["task"], root / "task", TASKS),
+        data=_data(mapping["data"], root / "data", base),
+        tolerance=check_tolerance(tolerance, root / "tolerance"),
+        target=_one_of(mapping.get("target", DEFAULT_TARGET), root / "target", TARGETS),
+    )
+
+
+def check_tolerance(value: Any, where: Where) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise where.error(f"must be a number, not {_kind(value)}")
+    if not math.isfinite(value) or value < 0:
+        raise where.error(f"{value!r} must be a finite number >= 0")
+    return float(value)
+
+
+def _mapping(raw: Any, where: Where, allowed: set[str], required: tuple[str, ...]) -> dict:
+    if not isinstance(raw, dict):
+        raise where.error(f"must be a mapping, not {_kind(raw)}")
+    for key in raw:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; expected {', '.join(sorted(allowed))}"
+            raise (where / str(key)).error(f"is not a known key{hint}")
+    for key in required:
+        if key not in raw:
+            raise (where / key).error("is missing")
+    return raw
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"a {type(value).__name__} ({value!r})"
+
+
+def _string(value: Any, where: Where) -> str:
+    if not isinstance(value, str) or not value:
+        raise where.error(f"must be a non-empty string, not {_kind(value)}")
+    return value
+
+
+def _version(value: Any, where: Where) -> str:
+    # `version: 1` is what people type; YAML makes it an int. A float (1.10 -> 1.1) would lose digits.
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise where.error(f"must be a string (quote it: \"1\"), not {_kind(value)}")
+    if not VERSION_PATTERN.match(value):
+        raise where.error(f"{value!r} must match {VERSION_PATTERN.pattern}")
+    return value
+
+
+def _one_of(value: Any, where: Where, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise where.error(f"{value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _file(value: Any, where: Where, base: Path, suffixes: tuple[str, ...]) -> Path:
+    path = base / _string(value, where)
+    if path.suffix not in suffixes:
+        raise where.error(f"{value!r} must end in {' or '.join(suffixes)}")
+    if not path.is_file():
+        raise where.error(f"{value!r}: file not found (looked for {path})")
+    return path
+
+
+def _source(raw: Any, where: Where, base: Path) -> Source:
+    mapping = _mapping(raw, where, {"path"}, ("path",))
+    return Source(path=_file(mapping["path"], where / "path", base, SOURCE_SUFFIXES))
+
+
+def _data(raw: Any, where: Where, base: Path) -> Data:
+    mapping = _mapping(raw, where, {"calibration", "evaluation"}, ("calibration", "evaluation"))
+    return Data(
+        calibration=_file(mapping["calibration"], where / "calibration", base, (".npz",)),
+        evaluation=_file(mapping["evaluation"], where / "evaluation", base, (".npz",)),
+    )
+
+
+def _tensors(raw: Any, where: Where) -> tuple[Tensor, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise where.error(f"must be a non-empty list of {{name, dtype, shape}}, not {_kind(raw)}")
+    tensors = []
+    for index, item in enumerate(raw):
+        at = where[index]
+        mapping = _mapping(item, at, {"name", "dtype", "shape"}, ("name", "dtype", "shape"))
+        name = _string(mapping["name"], at / "name")
+        if any(t.name == name for t in tensors):
+            raise (at / "name").error(f"{name!r} is listed twice")
+        dtype = _one_of(mapping["dtype"], at / "dtype", tuple(SPEC_TO_OIP))
+        tensors.append(Tensor(name=name, dtype=dtype, shape=_shape(mapping["shape"], at / "shape")))
+    return tuple(tensors)
+
+
+def _shape(raw: Any, where: Where) -> tuple[int, ...]:
+    if not isinstance(raw, list):
+        raise where.error(f"must be a list of axis sizes (-1 = dynamic), not {_kind(raw)}")
+    for axis, size in enumerate(raw):
+        if isinstance(size, bool) or not isinstance(size, int) or not (size == -1 or size > 0):
+            raise where[axis].error(f"{size!r} must be a positive integer or -1 (dynamic)")
+    return tuple(raw)
