@@ -14,10 +14,11 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from shared.codec import HEADER_LENGTH
+from shared import sagemaker, sagemaker_runtime
+from shared.codec import HEADER_LENGTH, header_length_from_content_type
 from shared.config import Settings
 from shared.dataplane import DataPlane
-from shared.errors import MalformedRequest, MethodNotAllowed, NotFound, PayloadTooLarge, SlimserveError, to_status_and_body
+from shared.errors import Deferred, MalformedRequest, MethodNotAllowed, NotFound, PayloadTooLarge, SlimserveError, to_status_and_body
 
 log = logging.getLogger("slimserve")
 
@@ -37,8 +38,10 @@ def _rules() -> list[Rule]:
             Rule(base + "/ready", endpoint="model_ready", methods=["GET"]),
             Rule(base + "/config", endpoint="model_config", methods=["GET"]),
             Rule(base + "/infer", endpoint="infer", methods=["POST"]),
+            Rule(base + "/async/<inference_id>", endpoint="poll", methods=["GET"]),
         ]
-    return rules
+    # The SageMaker container contract and, for local boto3 clients, the runtime API in front of it.
+    return rules + sagemaker.rules() + sagemaker_runtime.rules()
 
 
 def json_response(doc: dict, status: int = 200) -> Response:
@@ -47,7 +50,10 @@ def json_response(doc: dict, status: int = 200) -> Response:
 
 def error_response(exc: BaseException) -> Response:
     status, body = to_status_and_body(exc)
-    return json_response(body, status)
+    response = json_response(body, status)
+    if isinstance(exc, SlimserveError):
+        response.headers.update(exc.headers())
+    return response
 
 
 class InferenceApp:
@@ -65,6 +71,11 @@ class InferenceApp:
             "model_ready": self._model_ready,
             "model_config": self._model_config,
             "infer": self._infer,
+            "poll": self._poll,
+            "sm_ping": lambda req: sagemaker.ping(self.plane),
+            "sm_invocations": self._invocations,
+            "sm_runtime_invoke": lambda req, endpoint_name: sagemaker_runtime.invoke(self.plane, self.settings, req, endpoint_name, self._read_body),
+            "sm_runtime_invoke_async": lambda req, endpoint_name: sagemaker_runtime.invoke_async(self.plane, self.settings, req, endpoint_name),
         }
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
@@ -72,6 +83,9 @@ class InferenceApp:
         try:
             endpoint, args = self.url_map.bind_to_environ(environ).match()
             response = self._views[endpoint](request, **args)
+        except Deferred as deferred:  # the request went asynchronous: 202 and where to poll
+            response = json_response(deferred.body, int(deferred.status))
+            response.headers["Location"] = deferred.location
         except HTTPException as exc:
             response = error_response(_from_werkzeug(exc, request))
         except SlimserveError as exc:
@@ -108,11 +122,29 @@ class InferenceApp:
         body = read_body(request, self.settings.max_body_bytes)
         if request.headers.get("Content-Encoding", "identity") not in ("identity", ""):
             raise MalformedRequest("Content-Encoding is not supported; send the body uncompressed")
-        payload, headers = self.plane.infer_bytes(name, version, body, request.headers.get(HEADER_LENGTH))
+        # Proxies that pass only Content-Type on (Vertex AI rawPredict) carry the header length in it.
+        header_length = request.headers.get(HEADER_LENGTH) or header_length_from_content_type(request.headers.get("Content-Type"))
+        payload, headers = self.plane.infer_bytes(name, version, body, header_length)
         response = Response(payload, status=200)
         for key, value in headers.items():
             response.headers[key] = value
         return response
+
+    def _read_body(self, request: Request) -> bytes:
+        return read_body(request, self.settings.max_body_bytes)
+
+    def _invocations(self, request: Request) -> Response:
+        call = sagemaker.Invocation.from_request(request, self._read_body(request))
+        payload, headers = sagemaker.invoke(self.plane, call)
+        return Response(payload, status=200, headers=headers)
+
+    def _poll(self, request: Request, name: str, inference_id: str, version: str | None = None) -> Response:
+        model = self.plane.repository.get(name, version)
+        poll = getattr(model, "poll", None)
+        if poll is None:
+            raise NotFound(f"model {name!r} runs in this function and takes no asynchronous requests")
+        status, payload, headers = poll(inference_id)
+        return Response(payload, status=status, headers=headers)
 
 
 def read_body(request: Request, limit: int) -> bytes:

@@ -46,19 +46,28 @@ class Artifact:
         return resolve_inside(self.folder, self.manifest.model_file)
 
 
-def load_artifact(folder: str | Path) -> Artifact:
-    folder = Path(folder)
-    manifest_path = folder / MANIFEST
+def read_manifest(folder: str | Path) -> Manifest:
+    """The manifest alone, schema-checked; `load_artifact` also verifies the files it lists."""
+    manifest_path = Path(folder) / MANIFEST
     try:
         raw = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{folder}: no {MANIFEST}; is this an artifact folder?") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from None
-    manifest = Manifest.from_dict(raw)
+    return Manifest.from_dict(raw)
+
+
+def load_artifact(folder: str | Path, absent_ok: frozenset[str] = frozenset()) -> Artifact:
+    """Every listed file must be present with its sha256, except names in `absent_ok` that are absent
+    (an endpoint-placed model's weights need not ride in the function); present files are always checked."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
     for name, entry in manifest.files.items():
         path = resolve_inside(folder, name)
         if not path.is_file():
+            if name in absent_ok:
+                continue
             raise ArtifactError(f"{folder}: {name} is listed in the manifest but missing")
         size = path.stat().st_size
         if size != entry.bytes:

@@ -20,6 +20,10 @@ from shared.datatypes import numpy_dtype, oip_datatype
 from shared.errors import InvalidTensor, MalformedRequest
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# Where only the Content-Type survives the trip (SageMaker's runtime, Vertex AI's rawPredict), the JSON
+# header's length rides in it, as SageMaker's Triton containers do it.
+BINARY_CONTENT_TYPE = "application/vnd.sagemaker-triton.binary+json"
+_HEADER_SIZE_PARAM = "json-header-size"
 _LEN = struct.Struct("<I")
 
 
@@ -269,3 +273,55 @@ def encode_response(response: InferenceResponse) -> tuple[bytes, dict[str, str]]
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+# --- the client half: what a remote model sends to, and reads from, another OIP v2 server ----------
+
+
+def encode_request(inputs: dict[str, np.ndarray], binary_output: bool = True) -> tuple[bytes, int]:
+    """An infer request with every input in the binary section (as tritonclient sends); returns the body
+    and the length of its JSON header."""
+    tensors, chunks = [], []
+    for name, value in inputs.items():
+        datatype = oip_datatype(value)
+        raw = serialize_bytes(value) if datatype == "BYTES" else np.ascontiguousarray(value).tobytes()
+        tensors.append({"name": name, "datatype": datatype, "shape": list(value.shape), "parameters": {"binary_data_size": len(raw)}})
+        chunks.append(raw)
+    head = json.dumps({"inputs": tensors, "parameters": {"binary_data_output": binary_output}}, separators=(",", ":")).encode()
+    return head + b"".join(chunks), len(head)
+
+
+def decode_response(body: bytes, header_length: int | None) -> dict[str, np.ndarray]:
+    """Output tensors of an infer response, JSON or binary; raises MalformedRequest/InvalidTensor."""
+    head, binary = split_body(body, None if header_length is None else str(header_length))
+    doc = parse_json(head)
+    raw_outputs = doc.get("outputs")
+    if not isinstance(raw_outputs, list) or not raw_outputs:
+        raise MalformedRequest("response must have a non-empty 'outputs' list")
+    offset, outputs = 0, {}
+    for i, raw in enumerate(raw_outputs):
+        name, datatype, shape, params = _tensor_header(raw, f"outputs[{i}]")
+        if "binary_data_size" in params:
+            size = params["binary_data_size"]
+            if not _is_int(size) or size < 0 or offset + size > len(binary):
+                raise MalformedRequest(f"output {name!r}: binary_data_size runs past the binary data")
+            outputs[name] = _from_binary(name, datatype, shape, binary[offset : offset + size])
+            offset += size
+        else:
+            outputs[name] = _from_json(name, datatype, shape, raw.get("data"))
+    return outputs
+
+
+def binary_content_type(header_length: int) -> str:
+    return f"{BINARY_CONTENT_TYPE};{_HEADER_SIZE_PARAM}={header_length}"
+
+
+def header_length_from_content_type(content_type: str | None) -> str | None:
+    """`json-header-size` of a binary+json Content-Type, as the string HEADER_LENGTH would carry; else None."""
+    if not content_type or not content_type.lower().startswith(BINARY_CONTENT_TYPE):
+        return None
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.partition("=")
+        if key.strip().lower() == _HEADER_SIZE_PARAM:
+            return value.strip()
+    raise MalformedRequest(f"Content-Type {BINARY_CONTENT_TYPE} needs a {_HEADER_SIZE_PARAM} parameter")

@@ -10,12 +10,16 @@ import os
 from dataclasses import dataclass, fields
 
 ENV_PREFIX = "SLIMSERVE_"
+# Field annotations are strings here (postponed evaluation), so both spellings map to the parser.
+_KINDS = {int: int, "int": int, float: float, "float": float}
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
 
 
 @dataclass(frozen=True)
 class Settings:
     artifact: str = ""
-    """Artifact folder(s) to serve, separated by os.pathsep. Empty: `artifact/` beside the adapter code."""
+    """Artifact folder(s) or object-store prefixes (`s3://`, `gs://`, Azure Blob) to serve, separated by commas.
+    Empty: `artifact/` beside the adapter code."""
 
     max_body_bytes: int = 6 * 1024 * 1024
     """Largest request body accepted (413 above). Default: Lambda's 6 MB synchronous payload."""
@@ -29,6 +33,96 @@ class Settings:
     log_level: str = "INFO"
     """Log level of the runtime's logger."""
 
+    # --- placement: where a model runs (shared/placement.py, shared/router.py) ---------------------
+
+    placement: str = ""
+    """`function` or `endpoint` forces where every model runs; empty follows each manifest's `placement`."""
+
+    fallback: str = "auto"
+    """`auto`: an endpoint-placed model answers degraded from the manifest's `extra.fallback` file, or from
+    its own `model_file` when `SLIMSERVE_PLACEMENT=endpoint` forced it off the function; `off`: never."""
+
+    endpoint_name: str = ""
+    """The SageMaker endpoint that serves endpoint-placed models (boto3 honours
+    `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`, which points it at a local server)."""
+
+    endpoint_transport: str = "sagemaker"
+    """`sagemaker` (boto3 `invoke_endpoint`) or `http` (OIP v2 to `SLIMSERVE_ENDPOINT_URL`: Vertex AI,
+    Azure ML online endpoints running this same server)."""
+
+    endpoint_url: str = ""
+    """Base URL of the `http` transport; `{model}` in it is replaced by the model name, otherwise
+    `/v2/models/<model>/infer` is appended."""
+
+    endpoint_token_env: str = "SLIMSERVE_ENDPOINT_TOKEN"
+    """Name of the environment variable holding the `http` transport's bearer token (read per request,
+    so a rotated token is picked up); no token, no Authorization header."""
+
+    endpoint_connect_timeout_s: float = 2.0
+    """Seconds to open a connection to the endpoint."""
+
+    endpoint_read_timeout_s: float = 10.0
+    """Seconds to wait for the endpoint's answer, per attempt."""
+
+    endpoint_deadline_s: float = 25.0
+    """Budget for all attempts of one request, below the caller's limit (API Gateway: 30 s, the function's
+    timeout: 29 s); a retry that could not finish inside it is not started. Must cover one connect+read."""
+
+    endpoint_retries: int = 2
+    """Retries after the first attempt, for throttling (429/ThrottlingException) and 5xx only, never a 4xx."""
+
+    endpoint_backoff_s: float = 0.1
+    """Base of the exponential backoff; each wait is uniform in [0, min(cap, base * 2**retry)] (full jitter)."""
+
+    endpoint_backoff_cap_s: float = 2.0
+    """Longest single backoff wait."""
+
+    breaker_failures: int = 5
+    """Consecutive failed requests that open the circuit breaker (then the endpoint is not called)."""
+
+    breaker_cooldown_s: float = 30.0
+    """Seconds the breaker stays open before one half-open probe request may reach the endpoint."""
+
+    endpoint_max_sync_bytes: int = 6 * 1024 * 1024
+    """Largest request sent synchronously (SageMaker's InvokeEndpoint limit); larger ones go asynchronous
+    when `SLIMSERVE_ASYNC_BUCKET` is set, else 413."""
+
+    async_bucket: str = ""
+    """S3 bucket for asynchronous requests (inputs, and the pointer a poll reads); empty: no async path."""
+
+    async_prefix: str = "slimserve-async/"
+    """Key prefix under `SLIMSERVE_ASYNC_BUCKET`."""
+
+    async_endpoint_name: str = ""
+    """The asynchronous endpoint (SageMaker serves a config either real-time or async, never both);
+    empty: `SLIMSERVE_ENDPOINT_NAME`, which suits only the local server."""
+
+    # --- batch: event-triggered inference over stored objects (shared/batch.py) ---------------------
+
+    output: str = ""
+    """Prefix that batch results are written under: `s3://bucket/prefix`, `gs://...`, `azure://container/...`
+    (or the https Blob URL), `file:///path`. Each result's key is the input's key plus a suffix."""
+
+    batch_max_size: int = 64
+    """Most rows (first-axis entries) in one onnxruntime run; records are concatenated up to it when the
+    model's first axis is dynamic. A record larger than this runs alone."""
+
+    batch_max_wait_ms: int = 50
+    """How long a partial micro-batch waits for more records to finish reading before it runs anyway."""
+
+    batch_model: str = ""
+    """`name` or `name/version` that batch records run on; empty: the only model served, else the name of
+    the input object's parent folder (`incoming/<model>/x.npy`)."""
+
+    batch_output_format: str = "json"
+    """`json`: an OIP v2 response body per input (`<key>.json`); `npz`: the outputs by name (`<key>.npz`)."""
+
+    batch_io_threads: int = 8
+    """Threads reading inputs and writing results concurrently (object storage is latency-bound)."""
+
+    cache_dir: str = "/tmp/slimserve"
+    """Where artifacts fetched from `s3://`, `gs://` or Azure Blob are kept, one folder per manifest sha256."""
+
     @classmethod
     def resolve(cls, environ: os._Environ | dict | None = None, **overrides) -> "Settings":
         environ = os.environ if environ is None else environ
@@ -40,8 +134,9 @@ class Settings:
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw is None or raw == "":
                 continue
+            kind = _KINDS.get(f.type, str)
             try:
-                values[f.name] = int(raw) if f.type in (int, "int") else raw
+                values[f.name] = kind(raw)
             except ValueError:
-                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not an integer") from None
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not {_KIND_NAMES[kind]}") from None
         return cls(**values)

@@ -48,7 +48,7 @@ class DataPlane:
             "platform": "onnxruntime_onnx",
             "inputs": [t.to_dict() for t in m.inputs],
             "outputs": [t.to_dict() for t in m.outputs],
-            "parameters": {"task": m.task, "variant": m.chosen.candidate, "provider": model.provider},
+            "parameters": {"task": m.task, "variant": m.chosen.candidate, "provider": model.provider, "placement": m.placement},
         }
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
@@ -69,12 +69,13 @@ class DataPlane:
             unknown = [n for n, _ in wanted if n not in known]
             if unknown:
                 raise InvalidTensor(f"unknown output(s) {', '.join(unknown)}; model {model.name!r} has {', '.join(known)}")
-        results = model.predict(request.inputs)
+        results, parameters = model.answer(request.inputs)
         return InferenceResponse(
             model_name=model.name,
             model_version=model.version,
             outputs=[(n, results[n], binary) for n, binary in wanted],
             id=request.id,
+            parameters=parameters,
         )
 
     def infer_bytes(self, name: str, version: str | None, body: bytes, header_length: str | None) -> tuple[bytes, dict]:

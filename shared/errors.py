@@ -6,10 +6,18 @@
     │   ├── InvalidTensor (400)      a tensor's name, datatype, shape or element count is wrong
     │   ├── NotFound (404)           unknown model or version, unknown route
     │   ├── MethodNotAllowed (405)
-    │   └── PayloadTooLarge (413)    body over SLIMSERVE_MAX_BODY_BYTES
+    │   ├── NotAcceptable (406)      `Accept` names a type we cannot answer in
+    │   ├── PayloadTooLarge (413)    body over SLIMSERVE_MAX_BODY_BYTES (or the endpoint's sync limit)
+    │   ├── UnsupportedMediaType (415)
+    │   ├── RejectedByEndpoint (400) the remote endpoint refused input that passed our checks
+    │   └── RecordError (400)        a batch input that is no readable input: bad format, bad key/URI
     ├── ArtifactError (500)          an artifact that must not be served: bad manifest, sha256 mismatch
     ├── ModelNotReady (503)
+    ├── StorageError (502)           object storage refused or failed a read or write
+    ├── EndpointUnavailable (503)    remote endpoint failed or breaker open, no local variant; Retry-After
     └── InferenceFailed (500)        onnxruntime failed on input that passed validation
+
+    Deferred (202)                   not an error: the request went asynchronous; carries where to poll
 
 `to_status_and_body` is the single place that turns any exception into `(status, {"error": ...})`;
 adapters and the batch path call it instead of matching on types themselves.
@@ -26,6 +34,10 @@ class SlimserveError(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+    def headers(self) -> dict[str, str]:
+        """Response headers this error needs beside its status (Retry-After, for one)."""
+        return {}
 
 
 class ClientError(SlimserveError):
@@ -52,6 +64,22 @@ class PayloadTooLarge(ClientError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
+class NotAcceptable(ClientError):
+    status = HTTPStatus.NOT_ACCEPTABLE
+
+
+class UnsupportedMediaType(ClientError):
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class RejectedByEndpoint(ClientError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class RecordError(ClientError):
+    status = HTTPStatus.BAD_REQUEST
+
+
 class ArtifactError(SlimserveError):
     """Raised at load time; the process must refuse to serve the artifact."""
 
@@ -60,8 +88,38 @@ class ModelNotReady(SlimserveError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
+class StorageError(SlimserveError):
+    status = HTTPStatus.BAD_GATEWAY
+
+
+class EndpointUnavailable(SlimserveError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class InferenceFailed(SlimserveError):
     pass
+
+
+class Deferred(Exception):
+    """Raised by a remote model whose request went asynchronous; the transport answers 202 + Location.
+
+    An exception because it must unwind through the data plane, which only knows tensors in, tensors out
+    (werkzeug's RequestRedirect travels the same way).
+    """
+
+    status = HTTPStatus.ACCEPTED
+
+    def __init__(self, location: str, body: dict):
+        super().__init__(location)
+        self.location = location
+        self.body = body
 
 
 def translate_onnxruntime_error(exc: Exception) -> SlimserveError:

@@ -48,13 +48,13 @@ class Model:
 
     @classmethod
     def load(cls, artifact: Artifact, threads: int = 0, providers: str = "") -> "Model":
-        session = ort.InferenceSession(
-            str(artifact.model_path), sess_options=session_options(threads), providers=choose_providers(providers)
-        )
+        chosen = choose_providers(providers)
+        session = ort.InferenceSession(str(artifact.model_path), sess_options=session_options(threads), providers=chosen)
         model = cls(manifest=artifact.manifest, session=session)
-        log.info(
-            "loaded model %s version %s with %s", model.name, model.version, session.get_providers()[0]
-        )
+        if model.provider != chosen[0]:
+            # onnxruntime-gpu without a usable driver/cuDNN drops to CPU with only its own C++ log line.
+            log.warning("model %s asked for %s but onnxruntime runs it on %s", model.name, chosen[0], model.provider)
+        log.info("loaded model %s version %s with %s", model.name, model.version, model.provider)
         return model
 
     @property
@@ -85,6 +85,10 @@ class Model:
         except Exception as exc:  # onnxruntime raises its own pybind types only
             raise translate_onnxruntime_error(exc) from None
         return {out.name: value for out, value in zip(self.session.get_outputs(), results)}
+
+    def answer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
+        """Outputs plus the response's `parameters`: none here; a remote model marks degraded answers."""
+        return self.predict(inputs), {}
 
     def check_input(self, name: str, datatype: str, shape: list[int]) -> TensorSpec:
         """Check a tensor's header (before its data is decoded, so a wrong one costs nothing)."""

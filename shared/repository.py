@@ -6,10 +6,10 @@ import logging
 import os
 from pathlib import Path
 
-from shared.artifact import load_artifact
 from shared.config import Settings
 from shared.errors import ArtifactError, NotFound
 from shared.model import Model
+from shared.placement import load_model
 
 log = logging.getLogger("slimserve")
 
@@ -48,7 +48,7 @@ class ModelRepository:
     @classmethod
     def from_folders(cls, folders: list[str | Path], settings: Settings | None = None) -> "ModelRepository":
         settings = settings or Settings.resolve()
-        return cls([Model.load(load_artifact(f), settings.ort_threads, settings.providers) for f in folders])
+        return cls([load_model(f, settings) for f in folders])  # local or remote: shared/placement.py
 
     @classmethod
     def from_settings(cls, settings: Settings, default_folder: Path) -> "ModelRepository":
