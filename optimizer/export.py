@@ -60,7 +60,8 @@ def _export_torchscript(spec: Spec, dst: Path) -> None:
 
     where = spec.where("source.path")
     try:
-        module = torch.jit.load(str(spec.source.path), map_location="cpu")
+        with _quiet():  # torch 2.13 marks torch.jit.load deprecated; TorchScript is still a format we take
+            module = torch.jit.load(str(spec.source.path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError with a C++ backtrace
         raise where.error(f"is not a TorchScript file torch.jit.load can read: {_first_line(exc)}") from None
     module.eval()
