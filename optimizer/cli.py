@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from optimizer.errors import CliError
 from optimizer.spec import TARGETS
+
+# `slimserve bundle --target T`: T -> the module whose `bundle_command(args) -> int` builds it (imported on use).
+BUNDLE_TARGETS = {"sagemaker": "optimizer.bundle_sagemaker"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("artifacts", nargs="+", metavar="ARTIFACT_DIR")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8080)
+
+    bnd = sub.add_parser("bundle", help="package an artifact for a target (sagemaker: model.tar.gz)")
+    bnd.add_argument("artifact", metavar="ARTIFACT_DIR")
+    bnd.add_argument("--target", required=True, choices=sorted(BUNDLE_TARGETS))
+    bnd.add_argument("--out", help="folder to write into (default: dist/<target>)")
     return parser
 
 
@@ -43,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             except ArtifactError as exc:
                 raise CliError(exc.message) from None
             return 0
+        if args.command == "bundle":
+            return importlib.import_module(BUNDLE_TARGETS[args.target]).bundle_command(args)
     except CliError as exc:
         print(f"slimserve: error: {exc.message}", file=sys.stderr)
         return exc.exit_code

@@ -34,7 +34,10 @@ def load_model(folder: str | Path, settings: Settings) -> Model:
     if placement not in PLACEMENTS:
         raise ArtifactError(f"SLIMSERVE_PLACEMENT={settings.placement!r} must be one of {', '.join(PLACEMENTS)} or empty")
     if placement == "function":
-        return Model.load(load_artifact(folder), settings.ort_threads, settings.providers)
+        artifact = load_artifact(folder)
+        if manifest.placement != "function":  # the endpoint's own server: report where the model runs
+            artifact = Artifact(artifact.folder, replace(artifact.manifest, placement="function"))
+        return Model.load(artifact, settings.ort_threads, settings.providers)
 
     from shared.router import RemoteModel, RetryPolicy
     from shared.transports import make_transport
