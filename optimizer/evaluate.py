@@ -95,20 +95,31 @@ def latency_ms(path: Path, data: Dataset, timing: TimingConfig) -> float:
     return float(np.median(samples) * 1000)
 
 
-def measure(
-    path: Path,
-    *,
-    task: str,
-    data: Dataset,
-    output: str,
-    reference_outputs: np.ndarray,
-    reference_metrics: dict[str, float],
-    timing: TimingConfig,
-) -> Measurement:
-    outputs = run_model(path, data, output)
-    metrics = task_metrics(task, outputs, reference_outputs, data.labels)
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """The fp32 model's outputs and metrics on the evaluation data: what every candidate is held to."""
+
+    task: str
+    data: Dataset
+    output: str  # the output the task metric reads
+    outputs: np.ndarray
+    metrics: dict[str, float]
+
+    @classmethod
+    def of(cls, path: Path, task: str, data: Dataset, output: str) -> "Reference":
+        outputs = run_model(path, data, output)
+        return cls(task, data, output, outputs, task_metrics(task, outputs, outputs, data.labels))
+
+    @property
+    def metric(self) -> str:
+        return primary_metric(self.task, self.data.labels is not None)[0]
+
+
+def measure(path: Path, reference: Reference, timing: TimingConfig) -> Measurement:
+    outputs = run_model(path, reference.data, reference.output)
+    metrics = task_metrics(reference.task, outputs, reference.outputs, reference.data.labels)
     return Measurement(
-        metrics=with_drop(task, metrics, reference_metrics, data.labels is not None),
-        latency_ms=latency_ms(path, data, timing),
+        metrics=with_drop(reference.task, metrics, reference.metrics, reference.data.labels is not None),
+        latency_ms=latency_ms(path, reference.data, timing),
         bytes=path.stat().st_size,
     )

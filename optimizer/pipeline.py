@@ -13,12 +13,12 @@ from pathlib import Path
 import onnxruntime as ort
 
 from optimizer import candidates as registry
-from optimizer.data import Dataset, load_dataset
+from optimizer.data import load_dataset
 from optimizer.errors import CliError, SpecError
-from optimizer.evaluate import TimingConfig, measure, primary_metric, run_model, task_metrics
+from optimizer.evaluate import Reference, TimingConfig, measure
 from optimizer.export import export_fp32
 from optimizer.search import Objective, choose, within_tolerance
-from optimizer.spec import TARGETS, Spec, check_tolerance, load_spec, Where
+from optimizer.spec import TARGETS, Spec, Where, check_tolerance, load_spec
 from optimizer.table import print_plain, print_rich
 from shared.artifact import MANIFEST, file_entries, load_artifact, write_manifest
 from shared.manifest import CandidateResult, Manifest
@@ -54,23 +54,21 @@ def optimize(
         workdir = Path(scratch)
         # the model first: a spec that disagrees with it is best told in the model's terms, not the data's
         with progress.status(f"exporting {spec.source.path.name} to ONNX"):
-            reference = export_fp32(spec, workdir / "reference.onnx")
+            reference_path = export_fp32(spec, workdir / "reference.onnx")
         calibration = load_dataset(spec, "calibration")
-        evaluation = load_dataset(spec, "evaluation")
+        reference = Reference.of(reference_path, spec.task, load_dataset(spec, "evaluation"), spec.outputs[0].name)
         ctx = registry.StepContext(spec=spec, calibration=calibration, workdir=workdir)
-        output = spec.outputs[0].name
-        reference_outputs = run_model(reference, evaluation, output)
-        reference_metrics = task_metrics(spec.task, reference_outputs, reference_outputs, evaluation.labels)
         results, files = [], {}
         for candidate in plan:
             with progress.status(f"building and measuring {candidate.name}"):
-                result, path = _try(candidate, reference, ctx, spec, evaluation, reference_outputs, reference_metrics, timing)
+                result, path = _try(candidate, reference_path, ctx, reference, timing)
             results.append(result)
             if path is not None:
                 files[candidate.name] = path
-        metric, _ = primary_metric(spec.task, evaluation.labels is not None)
-        choice = choose(results, spec.tolerance, metric, objective)
-        manifest = _write(folder, spec, files[choice.candidate], results, choice, _extra(spec, metric, calibration, evaluation, reference_metrics, timing, objective))
+        choice = choose(results, spec.tolerance, reference.metric, objective)
+        extra = _extra(spec, reference, len(calibration), timing, objective)
+        # fp32 only misses from `files` when its graph optimization failed: the plain export is fp32 too
+        manifest = _write(folder, spec, files.get(choice.candidate, reference_path), results, choice, extra)
     load_artifact(folder)  # the runtime's own check: schema, sha256 of every file
     if quiet:
         print_plain(manifest, folder, sys.stdout)
@@ -94,37 +92,31 @@ def _with_overrides(spec: Spec, target: str | None, tolerance: float | None) -> 
     return spec
 
 
-def _try(candidate, reference, ctx, spec, evaluation, reference_outputs, reference_metrics, timing) -> tuple[CandidateResult, Path | None]:
+def _try(
+    candidate: registry.Candidate, source: Path, ctx: registry.StepContext, reference: Reference, timing: TimingConfig
+) -> tuple[CandidateResult, Path | None]:
     try:
-        path = candidate.build(reference, ctx)
-        measured = measure(
-            path,
-            task=spec.task,
-            data=evaluation,
-            output=spec.outputs[0].name,
-            reference_outputs=reference_outputs,
-            reference_metrics=reference_metrics,
-            timing=timing,
-        )
+        path = candidate.build(source, ctx)
+        measured = measure(path, reference, timing)
     except Exception as exc:  # one broken candidate (a missing kernel, a quantizer bug) must not end the search
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         return CandidateResult(candidate.name, 0, {}, 0.0, False, f"failed: {text}"), None
     ops = registry.quantized_ops(path)
     note = candidate.description + (f"; {ops}" if ops else "")
-    ok = within_tolerance(measured.metrics["drop"], spec.tolerance)
+    ok = within_tolerance(measured.metrics["drop"], ctx.spec.tolerance)
     return CandidateResult(candidate.name, measured.bytes, measured.metrics, measured.latency_ms, ok, note), path
 
 
-def _extra(spec: Spec, metric: str, calibration: Dataset, evaluation: Dataset, reference: dict, timing: TimingConfig, objective: str) -> dict:
+def _extra(spec: Spec, reference: Reference, calibration_samples: int, timing: TimingConfig, objective: str) -> dict:
     return {
         "optimizer": {
             "source": spec.source.path.name,
             "tolerance": spec.tolerance,
             "objective": objective,
-            "metric": metric,
-            "reference_metrics": reference,
-            "calibration_samples": len(calibration),
-            "evaluation_samples": len(evaluation),
+            "metric": reference.metric,
+            "reference_metrics": reference.metrics,
+            "calibration_samples": calibration_samples,
+            "evaluation_samples": len(reference.data),
             "latency": {"statistic": "p50", "batch": 1, "threads": timing.threads, "onnxruntime": ort.__version__},
         }
     }
