@@ -10,7 +10,7 @@ NPM_STAMP := node_modules/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[optimizer,aws,gcp,azure,dev]'
+	$(BIN)/pip install -q -e '.[optimizer,aws,gcp,azure,text,dev]'
 	touch $(STAMP)
 
 $(NPM_STAMP): package.json package-lock.json
