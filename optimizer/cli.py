@@ -10,7 +10,10 @@ from optimizer.errors import CliError
 from optimizer.spec import TARGETS
 
 # `slimserve bundle --target T`: T -> the module whose `bundle_command(args) -> int` builds it (imported on use).
-BUNDLE_TARGETS = {"sagemaker": "optimizer.bundle_sagemaker"}
+BUNDLE_TARGETS = {
+    "sagemaker": "optimizer.bundle_sagemaker",
+    "aws-lambda": "optimizer.bundle.aws_lambda",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,10 +32,15 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8080)
 
-    bnd = sub.add_parser("bundle", help="package an artifact for a target (sagemaker: model.tar.gz)")
+    bnd = sub.add_parser("bundle", help="package an artifact for a target: a function bundle checked against the "
+                         "platform's limits (exit 1 when over), or sagemaker's model.tar.gz")  # fmt: skip
     bnd.add_argument("artifact", metavar="ARTIFACT_DIR")
     bnd.add_argument("--target", required=True, choices=sorted(BUNDLE_TARGETS))
     bnd.add_argument("--out", help="folder to write into (default: dist/<target>)")
+    bnd.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64", help="function targets: machine of the wheels")
+    bnd.add_argument("--python", default="3.12", help="function targets: interpreter major.minor (default 3.12)")
+    bnd.add_argument("--wheel-cache", help="downloaded wheels (default $SLIMSERVE_WHEEL_CACHE, ~/.cache/slimserve/wheels)")
+    bnd.add_argument("--quiet", action="store_true", help="function targets: no progress output or size table")
     return parser
 
 

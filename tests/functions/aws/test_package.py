@@ -1,21 +1,21 @@
-"""`osls package` on serverless.yml, offline and without AWS credentials: what the zip holds (our code and the
-artifact, nothing else) and what the CloudFormation template declares. Then the unpacked zip answers an
-event with the artifact found where the handler looks by default."""
+"""`osls package` on serverless.yml, offline and without AWS credentials, with the bundle builder's zip as
+`package.artifact`: the template deploys exactly the bytes the builder wrote (CodeSha256), and declares the
+function and its routes. That the zip answers from an empty folder is tests/bundle's job."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.eventlib import load_event
-from tests.helpers import write_tiny_artifact
+from tests.bundle.builds import tiny_lambda_bundle
 
 ROOT = Path(__file__).resolve().parents[3]
 OSLS = ROOT / "node_modules" / ".bin" / "osls"
@@ -23,33 +23,14 @@ OSLS = ROOT / "node_modules" / ".bin" / "osls"
 pytestmark = pytest.mark.skipif(not OSLS.exists(), reason="node_modules/.bin/osls is absent; run `npm ci` (make test does)")
 
 
-def _copy_tree(name: str, service: Path) -> None:
-    shutil.copytree(ROOT / name, service / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory) -> Path:
-    """The service folder as a checkout holds it, plus what must NOT ship: dev tools, tests, caches."""
+    """The service folder after `slimserve bundle ARTIFACT --target aws-lambda --out dist/aws-lambda`."""
     service = tmp_path_factory.mktemp("service")
     shutil.copy(ROOT / "serverless.yml", service)
     shutil.copy(ROOT / "package.json", service)
-    for name in ("functions", "shared"):
-        _copy_tree(name, service)
-    write_tiny_artifact(service / "artifact", name="tiny")
-    decoys = [
-        "optimizer/cli.py",
-        "tests/helpers.py",
-        "examples/digits/train.py",
-        ".venv/lib/python3.12/site-packages/torch/__init__.py",
-        "node_modules/osls/package.json",
-        "shared/__pycache__/app.cpython-312.pyc",
-        "functions/aws/__pycache__/handler.cpython-312.pyc",
-        "artifacts/digits/1/model.onnx",
-        "README.md",
-    ]
-    for decoy in decoys:
-        (service / decoy).parent.mkdir(parents=True, exist_ok=True)
-        (service / decoy).write_text("must not ship\n")
+    built, _ = tiny_lambda_bundle()
+    shutil.copytree(built, service / "dist" / "aws-lambda")
     return service
 
 
@@ -68,29 +49,38 @@ def packaged(service, tmp_path_factory) -> Path:
     return out
 
 
-def expected_files(service: Path) -> set[str]:
-    names = {"functions/__init__.py"}
-    for folder in ("functions/aws", "shared", "artifact"):
-        names |= {p.relative_to(service).as_posix() for p in (service / folder).rglob("*") if p.is_file()}
-    return {n for n in names if "__pycache__" not in n}
+def lambda_functions(template: dict) -> dict[str, dict]:
+    return {k: r["Properties"] for k, r in template["Resources"].items() if r["Type"] == "AWS::Lambda::Function"}
 
 
-def test_zip_holds_the_code_and_the_artifact_only(service, packaged):
-    with zipfile.ZipFile(packaged / "slimserve.zip") as zf:
-        names = {n for n in zf.namelist() if not n.endswith("/")}
-    for required in ("functions/aws/handler.py", "shared/app.py", "artifact/manifest.json", "artifact/model.onnx"):
-        assert required in names
-    assert names == expected_files(service)
-    assert not any(n.split("/")[0] in {"optimizer", "tests", "examples", ".venv", "node_modules", "artifacts"} for n in names)
-    assert not any("torch" in n or n.endswith(".pyc") for n in names)
+def test_every_function_deploys_the_zip_the_builder_wrote(service, packaged):
+    built = service / "dist" / "aws-lambda" / "slimserve.zip"
+    report = json.loads((service / "dist" / "aws-lambda" / "bundle.json").read_text())
+    assert hashlib.sha256(built.read_bytes()).hexdigest() == report["sha256"]
+    template = json.loads((packaged / "cloudformation-template-update-stack.json").read_text())
+    functions = lambda_functions(template)
+    assert functions and all(f["Code"]["S3Key"].endswith("/slimserve.zip") for f in functions.values())
+    # osls hashes the file it will upload; AWS::Lambda::Version carries it: the builder's bytes, unchanged.
+    versions = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Version"]
+    expected = base64.b64encode(hashlib.sha256(built.read_bytes()).digest()).decode()
+    assert versions and {v["CodeSha256"] for v in versions} == {expected}
+    state = json.loads((packaged / "serverless-state.json").read_text())
+    assert state["service"]["initialServerlessConfig"]["package"]["artifact"] == "dist/aws-lambda/slimserve.zip"
+    assert not list(packaged.glob("*.zip"))  # osls packs nothing of its own from the service folder
+
+
+def test_the_deployed_zip_holds_both_handlers_and_the_artifact(service):
+    with zipfile.ZipFile(service / "dist" / "aws-lambda" / "slimserve.zip") as zf:
+        names = set(zf.namelist())
+    assert {"functions/aws/handler.py", "shared/app.py", "artifact/manifest.json", "artifact/model.onnx"} <= names
+    assert not any(n.split("/")[0] in {"optimizer", "tests", "examples", "node_modules", "artifacts", "torch"} for n in names)
 
 
 def test_cloudformation_declares_the_function_and_its_routes(packaged):
     template = json.loads((packaged / "cloudformation-template-update-stack.json").read_text())
     resources = template["Resources"].values()
-    (function,) = [r["Properties"] for r in resources if r["Type"] == "AWS::Lambda::Function"]
+    (function,) = [f for f in lambda_functions(template).values() if f["Handler"] == "functions/aws/handler.http"]
     assert function["Runtime"] == "python3.12"
-    assert function["Handler"] == "functions/aws/handler.http"
     assert function["Architectures"] == ["x86_64"]
     assert function["Timeout"] < 30  # under API Gateway's 30 s
     assert function["Environment"]["Variables"]["SLIMSERVE_ARTIFACT"] == "/var/task/artifact"
@@ -98,32 +88,6 @@ def test_cloudformation_declares_the_function_and_its_routes(packaged):
     assert routes == {"GET /v2", "ANY /v2/{proxy+}"}
     (integration,) = [r["Properties"] for r in resources if r["Type"] == "AWS::ApiGatewayV2::Integration"]
     assert (integration["IntegrationType"], integration["PayloadFormatVersion"]) == ("AWS_PROXY", "2.0")
-
-
-def test_unpacked_zip_answers_with_its_own_artifact(packaged, tmp_path):
-    """The zip's layout is what the handler expects: `artifact/` beside `functions/`, found without any setting."""
-    task_root = tmp_path / "task"
-    with zipfile.ZipFile(packaged / "slimserve.zip") as zf:
-        zf.extractall(task_root)
-    script = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import functions.aws.handler as h; "
-        "print(json.dumps({'files': [h.__file__, sys.modules['shared'].__file__], "
-        "'response': h.http(json.load(sys.stdin), None)}))"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_")}
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", script, str(task_root)],
-        input=json.dumps(load_event("apigw-v2-post-json")),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.splitlines()[-1])
-    assert [Path(f) for f in out["files"]] == [task_root / "functions/aws/handler.py", task_root / "shared/__init__.py"]
-    assert out["response"]["statusCode"] == 200
-    assert json.loads(out["response"]["body"])["model_name"] == "tiny"
 
 
 def test_cloudformation_template_passes_cfn_lint(packaged):

@@ -1,0 +1,139 @@
+"""The table of platform limits: the one place that says how big a function may be and what it may carry.
+
+Read by the bundle builder (size check of what it wrote) and by the optimizer's budget (what a candidate
+may weigh once the runtime's wheels are added). Every figure is the documented one, with its source; where
+a platform documents none, the row says so and what we hold to instead. Change a figure here, nowhere else.
+
+Units are bytes and seconds. AWS counts its "MB" in MiB: GetAccountSettings reports CodeSizeZipped
+52,428,800 and CodeSizeUnzipped 262,144,000 (50 and 250 × 2**20); Google's and Microsoft's pages give
+decimal-looking "MB"/"GB" without saying which, so the stricter reading (10**6) is used for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+KB, MB, GB = 1000, 1000**2, 1000**3
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+
+AWS_QUOTAS = "https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html"
+AWS_ACCOUNT_LIMIT = "https://docs.aws.amazon.com/lambda/latest/api/API_AccountLimit.html"
+AWS_HTTP_API_QUOTAS = "https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html"
+GCF_QUOTAS = "https://cloud.google.com/functions/quotas"
+AZURE_LIMITS = "https://learn.microsoft.com/azure/azure-functions/functions-scale#service-limits"
+
+
+@dataclass(frozen=True)
+class SizeLimit:
+    """A ceiling on what is deployed. `measure`: "zipped" (the archive) or "unzipped" (the files)."""
+
+    what: str
+    measure: str
+    bytes: int
+    source: str
+    enforced_by_platform: bool = True  # False: the platform documents no ceiling; this is the budget we keep
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    runtime: str
+    package: tuple[SizeLimit, ...]
+    memory_bytes: int
+    tmp_bytes: int
+    request_bytes: int  # largest synchronous request body the function sees
+    event_bytes: int  # largest event an event-driven invocation carries
+    timeout_s: int  # longest invocation (HTTP where it differs)
+    init_s: int | None  # how long cold start may take before the platform gives up; None: not documented apart
+    sources: tuple[str, ...] = field(default=())
+
+
+PLATFORMS: dict[str, Platform] = {
+    "aws-lambda": Platform(
+        name="aws-lambda",
+        runtime="python3.12 (Amazon Linux 2023, glibc 2.34: manylinux_2_28 wheels load)",
+        package=(
+            SizeLimit(
+                "zip uploaded directly (CreateFunction ZipFile)",
+                "zipped",
+                50 * MiB,
+                AWS_ACCOUNT_LIMIT,
+                note="osls deploys through S3, where only the unzipped limit binds; kept so the console/API path works too",
+            ),
+            SizeLimit("function code and layers, extracted", "unzipped", 250 * MiB, AWS_QUOTAS),
+        ),
+        memory_bytes=10_240 * MiB,
+        tmp_bytes=10_240 * MiB,
+        request_bytes=6 * MiB,  # synchronous invocation payload; API Gateway HTTP APIs cap bodies at 10 MB first
+        event_bytes=256 * KiB,  # asynchronous invocation payload
+        timeout_s=900,  # API Gateway HTTP API integrations give up after 30 s
+        init_s=10,
+        sources=(AWS_QUOTAS, AWS_ACCOUNT_LIMIT, AWS_HTTP_API_QUOTAS),
+    ),
+    "gcp-functions": Platform(
+        name="gcp-functions",
+        runtime="python312 (Cloud Run functions, 2nd gen; the platform builds requirements.txt)",
+        package=(
+            SizeLimit(
+                "source upload",
+                "zipped",
+                100 * MB,
+                GCF_QUOTAS,
+                enforced_by_platform=False,
+                note="1st gen's 'max deployment size'; 2nd gen lists N/A, so 1st gen's figure is our budget",
+            ),
+            SizeLimit(
+                "sources plus installed modules",
+                "unzipped",
+                500 * MB,
+                GCF_QUOTAS,
+                enforced_by_platform=False,
+                note="1st gen's figure; 2nd gen lists N/A",
+            ),
+        ),
+        memory_bytes=32 * GiB,
+        tmp_bytes=32 * GiB,  # /tmp is in memory and shares the instance's memory
+        request_bytes=32 * MB,
+        event_bytes=512 * KB,  # Eventarc events
+        timeout_s=3600,  # HTTP; event-driven functions stop at 540 s
+        init_s=None,
+        sources=(GCF_QUOTAS,),
+    ),
+    "azure-functions": Platform(
+        name="azure-functions",
+        runtime="Python 3.12 on Linux (Consumption plan; remote build installs requirements.txt)",
+        package=(
+            SizeLimit(
+                "package, zipped",
+                "zipped",
+                1 * GB,
+                AZURE_LIMITS,
+                enforced_by_platform=False,
+                note="no package ceiling is documented; the Consumption plan's persisted storage (1 GB) is the budget",
+            ),
+            SizeLimit(
+                "app files plus installed modules",
+                "unzipped",
+                1 * GB,
+                AZURE_LIMITS,
+                enforced_by_platform=False,
+                note="Consumption plan persisted storage, 1 GB",
+            ),
+        ),
+        memory_bytes=1536 * MiB,
+        tmp_bytes=500 * MB,  # Consumption plan temporary storage, 0.5 GB
+        request_bytes=210 * MB,
+        event_bytes=64 * KiB,  # a Storage queue message
+        timeout_s=600,  # Consumption plan maximum; HTTP responses time out at 230 s in the load balancer
+        init_s=None,
+        sources=(AZURE_LIMITS,),
+    ),
+}
+
+
+def platform(name: str) -> Platform:
+    try:
+        return PLATFORMS[name]
+    except KeyError:
+        raise KeyError(f"no limits for {name!r}; known: {', '.join(PLATFORMS)}") from None

@@ -1,0 +1,121 @@
+"""The AWS Lambda zip: runtime wheels for the target machine + functions/aws + shared + artifact/, slimmed,
+precompiled for the target interpreter, zipped deterministically, checked against Lambda's limits.
+
+Layout at the zip root, which Lambda puts on sys.path as /var/task: the wheels' packages, `functions/`,
+`shared/`, `artifact/` (where the handler looks by default) and a `slimserve-<v>.dist-info` so the server
+metadata reports the version. Handlers: functions/aws/handler.http and functions/aws/handler.batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform as host
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from infra.limits import platform
+from optimizer.bundle import pack, probe, sizes
+from optimizer.bundle.common import MARKER, Options, copy_artifact, copy_code, needs_tokenizer, prepare_out
+from optimizer.bundle.requirements import runtime_pins
+from optimizer.bundle.slim import slim
+from optimizer.bundle.wheels import wheel_cache
+from optimizer.bundle import wheels
+from optimizer.errors import CliError
+
+TARGET = "aws-lambda"
+ZIP_NAME = "slimserve.zip"
+TASK_ROOT = "/var/task"
+_HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def build(artifact: Path, out: Path, opts: Options) -> dict:
+    limits = platform(TARGET)
+    with tempfile.TemporaryDirectory(prefix="slimserve-bundle-") as tmp_name:
+        tmp = Path(tmp_name)
+        stage, site = tmp / "stage", tmp / "site"
+        manifest = copy_artifact(artifact, stage / "artifact")
+        copy_code(stage, "aws")
+        _write_own_metadata(stage)
+        pins = runtime_pins(TARGET, opts.python, opts.arch, tokenizer=needs_tokenizer(manifest))
+        opts.say(f"installing {len(pins)} wheels for cp{opts.python.replace('.', '')} manylinux {opts.arch}: "
+                 + ", ".join(map(str, pins)))  # fmt: skip
+        wheels.install(pins, site, arch=opts.arch, python=opts.python, cache=wheel_cache(opts.wheel_cache))
+        removed = slim(site, sorted(stage.rglob("*.py")))
+        part_of = {sizes.contributor(n): "code" for n, _ in pack.files_of(stage)}
+        part_of.update({sizes.contributor(f"artifact/{n}"): "model" for n, _ in pack.files_of(stage / "artifact")})
+        part_of["__pycache__/"] = "runtime wheels"  # bytecode of the wheels' top-level modules (typing_extensions...)
+        for entry in sorted(site.iterdir()):
+            part_of[entry.name + ("/" if entry.is_dir() else "")] = "runtime wheels"
+            shutil.move(str(entry), stage / entry.name)
+
+        python = pack.find_python(opts.python)
+        if python is None:
+            opts.say(f"warning: no python{opts.python} here: no precompiled .pyc (slower cold start), and no probe")
+        else:
+            pack.compile_tree(python, stage, TASK_ROOT)
+        answer = _probe(python, stage, manifest, opts)
+
+        zipped = tmp / ZIP_NAME
+        cache = wheel_cache(opts.wheel_cache)
+        pack.write_zip(stage, zipped, cache.parent / "deflate", lambda n: part_of[sizes.contributor(n)] == "runtime wheels")
+        measured = sizes.measure_zip(zipped, part_of)
+        opts.say(sizes.table(measured, limits))
+        sizes.check(measured, limits)  # DoesNotFit: nothing is written to --out
+
+        prepare_out(out)
+        shutil.move(str(zipped), out / ZIP_NAME)
+    report = {
+        "target": TARGET,
+        "arch": opts.arch,
+        "python": opts.python,
+        "zip": ZIP_NAME,
+        "sha256": hashlib.sha256((out / ZIP_NAME).read_bytes()).hexdigest(),
+        "artifact": {"name": manifest.name, "version": manifest.version},
+        "tokenizer": needs_tokenizer(manifest),
+        "precompiled": python is not None,
+        "probe": answer,
+        "pins": [str(p) for p in pins],
+        "sizes": measured.to_dict(),
+        "removed": [vars(r) for r in removed],
+    }
+    (out / MARKER).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    opts.say(f"wrote {out / ZIP_NAME} (sha256 {report['sha256'][:16]}...)")
+    return report
+
+
+def _write_own_metadata(stage: Path) -> None:
+    """A one-header dist-info, so `importlib.metadata.version("slimserve")` answers inside the bundle."""
+    try:
+        version = metadata.version("slimserve")
+    except metadata.PackageNotFoundError:
+        return
+    dist = stage / f"slimserve-{version}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: slimserve\nVersion: {version}\n", encoding="utf-8")
+
+
+def _probe(python: Path | None, stage: Path, manifest, opts: Options) -> dict | None:
+    """Import the handler from the slimmed folder and answer one request, where this machine can run the
+    target's binaries; otherwise say that the bundle went unproven."""
+    if python is None or _HOST_ARCH.get(host.machine()) != opts.arch:
+        opts.say(f"warning: cannot run {opts.arch} python{opts.python} here; the bundle was not probed")
+        return None
+    try:
+        out = probe.run(python, stage, probe.infer_event(manifest))
+    except RuntimeError as exc:
+        raise CliError(f"the slimmed bundle does not answer: {exc}") from None
+    status = out["response"]["statusCode"]
+    if status != 200:
+        raise CliError(f"the slimmed bundle answered {status}: {out['response'].get('body', '')[:500]}")
+    opts.say(f"probe: a clean python{opts.python} answered 200 in {out['first_answer_s'] * 1000:.0f} ms from the slimmed folder")
+    return {"status": status, "first_answer_s": round(out["first_answer_s"], 3)}
+
+
+def bundle_command(args) -> int:
+    from optimizer.bundle import options, out_folder
+
+    build(Path(args.artifact), out_folder(args), options(args))
+    return 0

@@ -1,0 +1,102 @@
+"""The Lambda bundle of the tiny artifact: it answers from an empty folder under a clean interpreter, it
+holds no torch and nothing slimming cut, it is the same bytes when built again, and it is refused (exit 1,
+with the numbers and the three largest contributors) when over the limit."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import infra.limits
+from optimizer.bundle import probe
+from optimizer.cli import main
+from tests.bundle.builds import NO_PYTHON312, PYTHON312, tiny_artifact, tiny_lambda_bundle
+from tests.eventlib import load_event
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bundle() -> tuple[Path, dict]:
+    return tiny_lambda_bundle()
+
+
+def names_in(zip_path: Path) -> list[str]:
+    with zipfile.ZipFile(zip_path) as zf:
+        return zf.namelist()
+
+
+@pytest.mark.skipif(PYTHON312 is None, reason=NO_PYTHON312)
+def test_unpacked_bundle_answers_an_api_gateway_event_under_a_clean_interpreter(bundle, tmp_path):
+    out, _ = bundle
+    task_root = tmp_path / "task"
+    task_root.mkdir()
+    with zipfile.ZipFile(out / "slimserve.zip") as zf:
+        zf.extractall(task_root)
+
+    answer = probe.run(PYTHON312, task_root, load_event("apigw-v2-post-json"))
+
+    assert answer["response"]["statusCode"] == 200, answer["response"]
+    body = json.loads(answer["response"]["body"])
+    assert body["model_name"] == "tiny" and [o["name"] for o in body["outputs"]] == ["logits", "probs"]
+    assert Path(answer["handler_file"]) == task_root / "functions/aws/handler.py"
+    # Only the bundle and the interpreter's own stdlib: no project checkout, no site-packages, no torch.
+    assert [Path(p) for p in answer["path"] if "site-packages" in p or str(ROOT) in p] == []
+    assert not any(m == "torch" or m.startswith("torch.") for m in answer["modules"])
+    assert {"onnxruntime", "numpy", "serverless_wsgi", "aws_lambda_powertools"} <= set(answer["modules"])
+
+
+def test_bundle_holds_the_runtime_and_nothing_slimming_cut(bundle):
+    out, report = bundle
+    names = names_in(out / "slimserve.zip")
+    tops = {n.split("/")[0] for n in names}
+    assert {"functions", "shared", "artifact", "onnxruntime", "numpy", "numpy.libs", "werkzeug", "aws_lambda_powertools"} <= tops
+    assert {"artifact/manifest.json", "artifact/model.onnx", "functions/aws/handler.py", "functions/__init__.py"} <= set(names)
+    assert not tops & {"torch", "boto3", "botocore", "optimizer", "tests", "examples", "bin", "tokenizers"}
+    assert not any(n.endswith(".pyi") or "/tests/" in n or n.endswith("/RECORD") for n in names)
+    assert not any(n.startswith(("onnxruntime/tools/", "onnxruntime/quantization/", "onnxruntime/transformers/")) for n in names)
+    assert not any(n.startswith("onnxruntime/capi/libonnxruntime.so") for n in names)  # readelf: nothing links it
+    if report["precompiled"]:
+        assert "shared/__pycache__/app.cpython-312.pyc" in names and "numpy/__pycache__/__init__.cpython-312.pyc" in names
+    assert report["sizes"]["unzipped_bytes"] < 100 * 2**20 and report["sizes"]["zipped_bytes"] < 35 * 2**20
+    assert set(report["sizes"]["parts"]) == {"runtime wheels", "code", "model"}
+
+
+def test_zip_entries_are_sorted_with_fixed_times_and_modes(bundle):
+    out, _ = bundle
+    with zipfile.ZipFile(out / "slimserve.zip") as zf:
+        infos = zf.infolist()
+    assert [i.filename for i in infos] == sorted(i.filename for i in infos)
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+    assert {(i.external_attr >> 16) & 0o777 for i in infos} <= {0o644, 0o755}
+    assert zipfile.ZipFile(out / "slimserve.zip").testzip() is None
+
+
+def test_building_again_gives_the_same_bytes(bundle, tmp_path):
+    out, report = bundle
+    again = tmp_path / "again"
+    assert main(["bundle", str(tiny_artifact()), "--target", "aws-lambda", "--out", str(again), "--quiet"]) == 0
+    first = hashlib.sha256((out / "slimserve.zip").read_bytes()).hexdigest()
+    assert hashlib.sha256((again / "slimserve.zip").read_bytes()).hexdigest() == first == report["sha256"]
+
+
+def test_over_the_limit_exits_1_with_the_numbers_and_the_three_largest(monkeypatch, tmp_path, capsys):
+    lam = infra.limits.PLATFORMS["aws-lambda"]
+    tight = tuple(dataclasses.replace(limit, bytes=2**20) for limit in lam.package)  # 1 MiB: the wheels alone pass it
+    monkeypatch.setitem(infra.limits.PLATFORMS, "aws-lambda", dataclasses.replace(lam, package=tight))
+    out = tmp_path / "out"
+
+    code = main(["bundle", str(tiny_artifact()), "--target", "aws-lambda", "--out", str(out), "--quiet"])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "does not fit" in err and "1,048,576 bytes" in err
+    assert "zipped size" in err and "unzipped size" in err
+    for biggest in ("onnxruntime/", "numpy.libs/", "numpy/"):
+        assert biggest in err
+    assert not out.exists()  # nothing over the limit is left where `osls package` would pick it up
