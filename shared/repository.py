@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from shared.config import Settings
 from shared.errors import ArtifactError, NotFound
+from shared.fetch import localize
 from shared.model import Model
 from shared.placement import load_model
 
@@ -52,7 +52,9 @@ class ModelRepository:
 
     @classmethod
     def from_settings(cls, settings: Settings, default_folder: Path) -> "ModelRepository":
-        folders = [f for f in settings.artifact.split(os.pathsep) if f] or [str(default_folder)]
+        # Commas, not os.pathsep: `s3://...` holds the colon. Remote prefixes are fetched and verified here.
+        folders = [localize(f, settings.cache_dir) for f in settings.artifact.split(",") if f.strip()]
+        folders = folders or [str(default_folder)]
         return cls.from_folders(folders, settings)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -32,4 +31,4 @@ def build_app(default_folder: Path | str, settings: Settings | None = None, **ov
 
 
 def app_from_folders(folders: list[str], **overrides) -> InferenceApp:
-    return build_app(folders[0], Settings.resolve(artifact=os.pathsep.join(folders), **overrides))
+    return build_app(folders[0], Settings.resolve(artifact=",".join(folders), **overrides))

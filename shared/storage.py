@@ -54,7 +54,9 @@ def parse(uri: str) -> ObjectUri:
         return _checked(ObjectUri("file", "", unquote(parts.path)), uri)
     if scheme not in SCHEMES:
         raise RecordError(f"{uri!r}: not an object URI; expected one of s3://, gs://, azure://, file://, https://<account>{_AZURE_HOST_SUFFIX}/")
-    return _checked(ObjectUri(scheme, parts.netloc, parts.path.lstrip("/")), uri)
+    # Split by hand: object keys may hold '?', '#' and '%', which are no query, fragment or escape here.
+    container, _, key = uri.partition("://")[2].partition("/")
+    return _checked(ObjectUri(scheme, container, key), uri)
 
 
 def _checked(obj: ObjectUri, uri: str) -> ObjectUri:

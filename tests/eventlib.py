@@ -79,3 +79,54 @@ def _set_body(event: dict, body: bytes | str | dict | list | None) -> None:
         event["body"], event["isBase64Encoded"] = body, False
         size = len(body.encode("utf-8"))
     event["headers"]["content-length"] = str(size)
+
+
+# --- SQS-delivered S3 notifications (the batch function's events) ---------------------------------
+
+
+def s3_notification(bucket: str, keys: list[str], event_name: str = "ObjectCreated:Put") -> dict:
+    """`tests/events/s3-notification-put.json` naming `keys` in `bucket`, one record each, keys URL-encoded
+    with `+` for spaces as S3 writes them."""
+    from urllib.parse import quote_plus
+
+    template = _recorded("s3-notification-put")["Records"][0]
+    records = []
+    for i, key in enumerate(keys):
+        record = copy.deepcopy(template)
+        record["eventName"] = event_name
+        record["s3"]["bucket"].update(name=bucket, arn=f"arn:aws:s3:::{bucket}")
+        record["s3"]["object"].update(key=quote_plus(key, safe="/"), sequencer=f"{i:018X}")
+        records.append(record)
+    return {"Records": records}
+
+
+def sqs_event(bodies: list[dict | str], queue_arn: str | None = None, message_ids: list[str] | None = None) -> dict:
+    """`tests/events/sqs-s3-notification.json` with one message per body (dict -> JSON), as Lambda's SQS
+    event source mapping delivers a batch."""
+    import hashlib
+    import uuid
+
+    template = _recorded("sqs-s3-notification")["Records"][0]
+    records = []
+    for i, body in enumerate(bodies):
+        text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+        record = copy.deepcopy(template)
+        record["messageId"] = message_ids[i] if message_ids else str(uuid.uuid4())
+        record["receiptHandle"] = base64.b64encode(record["messageId"].encode()).decode()
+        record["body"] = text
+        record["md5OfBody"] = hashlib.md5(text.encode()).hexdigest()
+        if queue_arn:
+            record["eventSourceARN"] = queue_arn
+            record["awsRegion"] = queue_arn.split(":")[3]
+        records.append(record)
+    return {"Records": records}
+
+
+def sqs_event_from_messages(messages: list[dict], queue_arn: str) -> dict:
+    """What Lambda's event source mapping hands the function for messages it received (boto3's
+    `receive_message` shape, with AttributeNames=["All"])."""
+    event = sqs_event([m["Body"] for m in messages], queue_arn, [m["MessageId"] for m in messages])
+    for record, message in zip(event["Records"], messages):
+        record["receiptHandle"] = message["ReceiptHandle"]
+        record["attributes"] = {k: v for k, v in message.get("Attributes", {}).items()} or record["attributes"]
+    return event
