@@ -1,0 +1,98 @@
+"""Artifacts in object storage (moto S3): fetched into the cache at cold start, verified, reused, refused
+when tampered with."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared import storage
+from shared.config import Settings
+from shared.errors import ArtifactError
+from shared.repository import ModelRepository
+from tests.helpers import write_tiny_artifact
+
+
+@pytest.fixture
+def remote(aws, tmp_path) -> tuple[str, Path]:
+    """The tiny artifact uploaded to s3://models-<test>/tiny/1/."""
+    local = write_tiny_artifact(tmp_path / "local")
+    s3 = aws.client("s3")
+    bucket = f"models-{hashlib.sha1(str(tmp_path).encode()).hexdigest()[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    for path in local.iterdir():
+        s3.put_object(Bucket=bucket, Key=f"tiny/1/{path.name}", Body=path.read_bytes())
+    return f"s3://{bucket}/tiny/1", local
+
+
+@pytest.fixture
+def gets(aws):
+    """Keys of every S3 GetObject that shared.storage makes, counted at botocore's own hook."""
+    seen: list[str] = []
+    client = storage._BACKENDS["s3"].client()
+    client.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **kw: seen.append(params["Key"]))
+    return seen
+
+
+def load(uri: str, cache: Path) -> ModelRepository:
+    return ModelRepository.from_settings(Settings(artifact=uri, cache_dir=str(cache)), Path("/nonexistent"))
+
+
+def test_fetched_once_verified_then_reused(remote, gets, tmp_path):
+    uri, local = remote
+    cache = tmp_path / "cache"
+
+    model = next(iter(load(uri, cache)))
+    digest = hashlib.sha256((local / "manifest.json").read_bytes()).hexdigest()
+    assert [p.name for p in cache.iterdir()] == [digest]  # no staging folder left behind
+    assert (cache / digest / "model.onnx").read_bytes() == (local / "model.onnx").read_bytes()
+    assert sorted(gets) == ["tiny/1/manifest.json", "tiny/1/model.onnx"]
+    assert model.predict({"input": np.ones((2, 4), np.float32)})["probs"].shape == (2, 3)
+
+    mtime = (cache / digest / "model.onnx").stat().st_mtime_ns
+    gets.clear()
+    load(uri, cache)
+    assert gets == ["tiny/1/manifest.json"]  # the manifest names the cache folder; the weights stay put
+    assert (cache / digest / "model.onnx").stat().st_mtime_ns == mtime
+
+
+def test_a_tampered_remote_file_is_refused_and_not_cached(remote, aws, tmp_path):
+    uri, local = remote
+    bucket = uri.split("/")[2]
+    tampered = bytearray((local / "model.onnx").read_bytes())
+    tampered[-1] ^= 0xFF
+    aws.client("s3").put_object(Bucket=bucket, Key="tiny/1/model.onnx", Body=bytes(tampered))
+    cache = tmp_path / "cache"
+
+    with pytest.raises(ArtifactError, match="sha256 of model.onnx .* refusing to load"):
+        load(uri, cache)
+    assert list(cache.iterdir()) == []
+
+
+def test_a_cache_that_no_longer_verifies_is_fetched_again(remote, gets, tmp_path):
+    uri, _ = remote
+    cache = tmp_path / "cache"
+    load(uri, cache)
+    (folder,) = cache.iterdir()
+    (folder / "model.onnx").write_bytes(b"rotted")
+
+    gets.clear()
+    load(uri, cache)
+    assert sorted(gets) == ["tiny/1/manifest.json", "tiny/1/model.onnx"]
+    assert (folder / "model.onnx").read_bytes() != b"rotted"
+
+
+def test_a_missing_remote_artifact_says_where(aws, tmp_path):
+    aws.client("s3").create_bucket(Bucket="empty-models")
+    with pytest.raises(ArtifactError, match="s3://empty-models/tiny/1/manifest.json does not exist"):
+        load("s3://empty-models/tiny/1", tmp_path / "cache")
+
+
+def test_local_and_remote_artifacts_side_by_side(remote, tmp_path):
+    uri, _ = remote
+    other = write_tiny_artifact(tmp_path / "other", name="other")
+    repository = load(f"{uri},file://{other}", tmp_path / "cache")
+    assert sorted(m.name for m in repository) == ["other", "tiny"]
