@@ -13,6 +13,8 @@ from optimizer.spec import TARGETS
 BUNDLE_TARGETS = {
     "sagemaker": "optimizer.bundle_sagemaker",
     "aws-lambda": "optimizer.bundle.aws_lambda",
+    "gcp-functions": "optimizer.bundle.source",
+    "azure-functions": "optimizer.bundle.source",
 }
 
 
