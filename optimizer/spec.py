@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from optimizer.errors import SpecError
+from optimizer.training_spec import DISTILL_KEYS, FINE_TUNE_KEYS, Distill, FineTune
 from shared.datatypes import SPEC_TO_OIP
 from shared.manifest import NAME_PATTERN, TASKS, VERSION_PATTERN, TensorSpec
 
@@ -51,6 +52,7 @@ class Source:
 class Data:
     calibration: Path
     evaluation: Path
+    train: Path | None = None  # what fine-tuning and distillation learn from; None: the calibration data
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class Spec:
     data: Data
     tolerance: float = DEFAULT_TOLERANCE
     target: str = DEFAULT_TARGET
+    prune: FineTune = FineTune()
+    distill: Distill = Distill()
 
     def where(self, key: str) -> "Where":
         return Where(self.file, key)
@@ -87,7 +91,7 @@ class Where:
         return SpecError(f"{self.file}: {self.key} {problem}" if self.key else f"{self.file}: {problem}")
 
 
-_TOP = {"name", "version", "source", "inputs", "outputs", "task", "data", "tolerance", "target"}
+_TOP = {"name", "version", "source", "inputs", "outputs", "task", "data", "tolerance", "target", "prune", "distill"}
 _REQUIRED = ("name", "version", "source", "inputs", "outputs", "task", "data")
 
 
@@ -129,6 +133,8 @@ def parse_spec(raw: Any, path: Path) -> Spec:
         data=_data(mapping["data"], root / "data", base),
         tolerance=check_tolerance(tolerance, root / "tolerance"),
         target=_one_of(mapping.get("target", DEFAULT_TARGET), root / "target", TARGETS),
+        prune=_fine_tune(mapping.get("prune", {}), root / "prune", FineTune()),
+        distill=_distill(mapping.get("distill", {}), root / "distill", base),
     )
 
 
@@ -196,11 +202,43 @@ def _source(raw: Any, where: Where, base: Path) -> Source:
 
 
 def _data(raw: Any, where: Where, base: Path) -> Data:
-    mapping = _mapping(raw, where, {"calibration", "evaluation"}, ("calibration", "evaluation"))
+    mapping = _mapping(raw, where, {"calibration", "evaluation", "train"}, ("calibration", "evaluation"))
     return Data(
         calibration=_file(mapping["calibration"], where / "calibration", base, (".npz",)),
         evaluation=_file(mapping["evaluation"], where / "evaluation", base, (".npz",)),
+        train=_file(mapping["train"], where / "train", base, (".npz",)) if "train" in mapping else None,
     )
+
+
+def _fine_tune(raw: Any, where: Where, default: FineTune) -> FineTune:
+    mapping = _mapping(raw, where, set(FINE_TUNE_KEYS), ()) if raw is not None else {}
+    return FineTune(
+        epochs=_number(mapping.get("epochs", default.epochs), where / "epochs", 1, 10_000, integer=True),
+        learning_rate=_number(mapping.get("learning_rate", default.learning_rate), where / "learning_rate", 0, 10, open_low=True),
+        batch_size=_number(mapping.get("batch_size", default.batch_size), where / "batch_size", 1, 1 << 20, integer=True),
+        alpha=_number(mapping.get("alpha", default.alpha), where / "alpha", 0, 1),
+        temperature=_number(mapping.get("temperature", default.temperature), where / "temperature", 0, 1000, open_low=True),
+        seed=_number(mapping.get("seed", default.seed), where / "seed", 0, 2**31 - 1, integer=True),
+    )
+
+
+def _distill(raw: Any, where: Where, base: Path) -> Distill:
+    mapping = _mapping(raw, where, set(DISTILL_KEYS), ()) if raw is not None else {}
+    default = Distill()
+    student = mapping.get("student")
+    return Distill(
+        student=None if student is None else _file(student, where / "student", base, (".pt",)),
+        width=_number(mapping.get("width", default.width), where / "width", 0, 1, open_low=True),
+        training=_fine_tune({k: v for k, v in mapping.items() if k in FINE_TUNE_KEYS}, where, default.training),
+    )
+
+
+def _number(value: Any, where: Where, low: float, high: float, *, integer: bool = False, open_low: bool = False):
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise where.error(f"must be {'an integer' if integer else 'a number'}, not {_kind(value)}")
+    if not math.isfinite(value) or value > high or value < low or (open_low and value == low):
+        raise where.error(f"{value!r} must be {'>' if open_low else '>='} {low:g} and <= {high:g}")
+    return value if integer else float(value)
 
 
 def _tensors(raw: Any, where: Where) -> tuple[Tensor, ...]:
