@@ -43,6 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     bnd.add_argument("--python", default="3.12", help="function targets: interpreter major.minor (default 3.12)")
     bnd.add_argument("--wheel-cache", help="downloaded wheels (default $SLIMSERVE_WHEEL_CACHE, ~/.cache/slimserve/wheels)")
     bnd.add_argument("--quiet", action="store_true", help="function targets: no progress output or size table")
+
+    inv = sub.add_parser("invoke", help="call a deployed model over the Open Inference Protocol v2 and print its outputs")
+    inv.add_argument("url", help="the deployment's base URL (API Gateway, Cloud Functions, Azure Functions, slimserve serve)")
+    inv.add_argument("model")
+    what = inv.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", action="append", help="a text for a text model's input (repeat for a batch)")
+    what.add_argument("--npy", metavar="FILE", help="a .npy array for the model's single input")
+    what.add_argument("--json", metavar="FILE", dest="json_file", help="an OIP v2 request body, sent as it is")
+    auth = inv.add_mutually_exclusive_group()
+    auth.add_argument("--api-key", help="sent in --api-key-header")
+    auth.add_argument("--bearer", metavar="TOKEN", help="sent as Authorization: Bearer TOKEN (GCF: an identity token)")
+    inv.add_argument("--api-key-header", default="x-api-key", help="x-api-key (default); x-functions-key for Azure")
+    inv.add_argument("--version", help="model version (default: the highest served)")
+    inv.add_argument("--retries", type=int, default=3, help="retries on 429/503, honouring Retry-After (default 3)")
+    inv.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt (default 30)")
     return parser
 
 
@@ -64,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "bundle":
             return importlib.import_module(BUNDLE_TARGETS[args.target]).bundle_command(args)
+        if args.command == "invoke":
+            from shared.client import InvokeError, invoke_command
+
+            try:
+                print(invoke_command(args.url, args.model, text=args.text, npy=args.npy, json_file=args.json_file, api_key=args.api_key,
+                                     api_key_header=args.api_key_header, bearer=args.bearer, version=args.version,
+                                     retries=args.retries, timeout_s=args.timeout))  # fmt: skip
+            except InvokeError as exc:
+                raise CliError(exc.message) from None
+            return 0
     except CliError as exc:
         print(f"slimserve: error: {exc.message}", file=sys.stderr)
         return exc.exit_code

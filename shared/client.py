@@ -1,0 +1,206 @@
+"""A small Open Inference Protocol v2 client for any slimserve deployment: API Gateway, Cloud Functions,
+Azure Functions, `slimserve serve`. Standard library + numpy only, so it imports wherever `shared` does.
+
+    client = InferenceClient("https://abc.execute-api.eu-west-1.amazonaws.com", bearer=token)
+    outputs = client.infer("minilm", {"text": np.array([b"hello"], dtype=object)})   # name -> ndarray
+
+Throttling (429) and unavailability (503) are retried, waiting what `Retry-After` asks (capped) or a
+doubling backoff; any other 4xx/5xx raises `InvokeError` at once with the server's `{"error"}` message.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+import urllib.error
+import urllib.request
+from http import HTTPStatus
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import quote
+
+import numpy as np
+
+RETRYABLE = (429, 503)
+_TO_NUMPY = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64", "INT8": "int8",
+             "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16", "FP32": "float32", "FP64": "float64"}  # fmt: skip
+
+
+class InvokeError(Exception):
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class Response:
+    outputs: dict[str, np.ndarray]
+    doc: dict  # the whole response body: model_name, model_version, id, parameters
+    attempts: int = 1
+
+
+@dataclass
+class InferenceClient:
+    url: str  # the deployment's base URL; `/v2/...` is appended
+    api_key: str | None = None
+    api_key_header: str = "x-api-key"  # Azure Functions' function keys travel in `x-functions-key`
+    bearer: str | None = None
+    timeout_s: float = 30.0
+    retries: int = 3
+    max_wait_s: float = 10.0  # the longest single wait, whatever Retry-After asks
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def metadata(self, model: str, version: str | None = None) -> dict:
+        return self._call("GET", self._path(model, version), None)[0]
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], version: str | None = None) -> Response:
+        body = {"inputs": [_tensor(name, np.asarray(value)) for name, value in inputs.items()]}
+        return self.infer_json(model, body, version)
+
+    def infer_json(self, model: str, body: dict, version: str | None = None) -> Response:
+        """Send an OIP v2 request body as it is (`--json FILE`)."""
+        doc, attempts = self._call("POST", self._path(model, version) + "/infer", json.dumps(body).encode())
+        outputs = {o["name"]: _array(o) for o in doc.get("outputs", [])}
+        return Response(outputs, doc, attempts)
+
+    def inputs_for(self, model: str, version: str | None = None, *, texts: list[str] | None = None, array: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The model's single input filled from texts or one array, named and shaped from its metadata."""
+        specs = self.metadata(model, version).get("inputs", [])
+        if len(specs) != 1:
+            raise InvokeError(f"model {model!r} has {len(specs)} inputs ({', '.join(s['name'] for s in specs)}); send --json")
+        spec = specs[0]
+        if texts is not None:
+            value = np.array([t.encode("utf-8") for t in texts], dtype=object)
+            return {spec["name"]: value.reshape(-1, 1) if len(spec["shape"]) == 2 else value}
+        return {spec["name"]: array}
+
+    # --- transport ---------------------------------------------------------------------------------
+
+    def _path(self, model: str, version: str | None) -> str:
+        base = self.url.rstrip("/").removesuffix("/v2")
+        path = f"{base}/v2/models/{quote(model, safe='')}"
+        return path + (f"/versions/{quote(version, safe='')}" if version else "")
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json", "Content-Type": "application/json", "User-Agent": "slimserve-invoke"}
+        if self.api_key:
+            headers[self.api_key_header] = self.api_key
+        if self.bearer:
+            headers["Authorization"] = f"Bearer {self.bearer}"
+        return headers
+
+    def _call(self, method: str, url: str, body: bytes | None) -> tuple[dict, int]:
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(url, data=body, method=method, headers=self._headers())
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return _json(response.read(), url), attempt + 1
+            except urllib.error.HTTPError as exc:
+                payload = exc.read()
+                if exc.code in RETRYABLE and attempt < self.retries:
+                    self.sleep(self._wait(exc.headers.get("Retry-After"), attempt))
+                    continue
+                raise InvokeError(f"{exc.code} {_phrase(exc.code)}: {_message(payload)}", exc.code) from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise InvokeError(f"cannot reach {url}: {reason}") from None
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _wait(self, retry_after: str | None, attempt: int) -> float:
+        wait = _retry_after_s(retry_after)
+        if wait is None:
+            wait = 0.5 * 2**attempt
+        return min(max(wait, 0.0), self.max_wait_s)
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP-date (RFC 9110 allows both)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - time.time()
+
+
+def _json(raw: bytes, url: str) -> dict:
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvokeError(f"{url} answered something that is not JSON ({len(raw)} bytes)") from None
+    if not isinstance(doc, dict):
+        raise InvokeError(f"{url} answered JSON that is not an object")
+    return doc
+
+
+def _phrase(code: int) -> str:
+    # The standard phrase, not the server's: HTTP/2 sends none, and servers spell them as they like.
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "HTTP error"
+
+
+def _message(payload: bytes) -> str:
+    try:
+        return str(json.loads(payload)["error"])
+    except (ValueError, KeyError, TypeError):
+        return payload[:200].decode("utf-8", "replace") or "(empty body)"
+
+
+def _tensor(name: str, value: np.ndarray) -> dict:
+    if value.dtype == object or value.dtype.kind in "SU":
+        flat = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in value.reshape(-1)]
+        return {"name": name, "datatype": "BYTES", "shape": list(value.shape), "data": flat}
+    datatype = next((k for k, v in _TO_NUMPY.items() if np.dtype(v) == value.dtype), None)
+    if datatype is None:
+        raise InvokeError(f"input {name!r}: numpy dtype {value.dtype} has no OIP v2 datatype")
+    return {"name": name, "datatype": datatype, "shape": list(value.shape), "data": value.reshape(-1).tolist()}
+
+
+def _array(output: dict) -> np.ndarray:
+    shape = output.get("shape", [])
+    if output.get("datatype") == "BYTES":
+        return np.array(output.get("data", []), dtype=object).reshape(shape)
+    return np.array(output.get("data", []), dtype=_TO_NUMPY.get(output.get("datatype"), "float64")).reshape(shape)
+
+
+def format_outputs(response: Response) -> str:
+    """What `slimserve invoke` prints: one block per output, then the response parameters if any."""
+    lines = [f"model {response.doc.get('model_name')} version {response.doc.get('model_version')}"]
+    with np.printoptions(precision=6, suppress=True, threshold=200):
+        for name, value in response.outputs.items():
+            lines.append(f"{name} {value.dtype} {list(value.shape)}")
+            lines.append(np.array2string(value, separator=", "))
+    if response.doc.get("parameters"):
+        lines.append("parameters " + json.dumps(response.doc["parameters"]))
+    return "\n".join(lines)
+
+
+def invoke_command(url: str, model: str, *, text: list[str] | None = None, npy: str | None = None, json_file: str | None = None,
+                   api_key: str | None = None, api_key_header: str = "x-api-key", bearer: str | None = None,
+                   version: str | None = None, retries: int = 3, timeout_s: float = 30.0) -> str:  # fmt: skip
+    """`slimserve invoke`: build the request from exactly one of text/npy/json_file; returns what to print."""
+    client = InferenceClient(url, api_key=api_key, api_key_header=api_key_header, bearer=bearer, retries=retries, timeout_s=timeout_s)
+    if json_file is not None:
+        try:
+            with open(json_file, "rb") as fh:
+                body = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise InvokeError(f"{json_file}: {exc}") from None
+        return format_outputs(client.infer_json(model, body, version))
+    if npy is not None:
+        try:
+            array = np.load(npy, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InvokeError(f"{npy}: not a readable .npy file ({exc})") from None
+        inputs = client.inputs_for(model, version, array=array)
+    else:
+        inputs = client.inputs_for(model, version, texts=list(text or []))
+    return format_outputs(client.infer(model, inputs, version))
