@@ -19,13 +19,14 @@ from urllib.parse import quote
 
 import pytest
 
+from optimizer.bundle.source import SHIMS
 from tests.conftest import free_port
 from tests.eventlib import EVENTS
 from tests.helpers import write_tiny_artifact
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
-SOURCE = "functions/gcp/main.py"  # what GOOGLE_FUNCTION_SOURCE names in infra/gcp/deploy.sh
+SOURCE = "main.py"  # GCF's default source file at the source root
 
 
 class Server:
@@ -63,10 +64,13 @@ class Server:
 
 @pytest.fixture(scope="session")
 def bundle(tmp_path_factory) -> Path:
-    """The GCF source folder as deployed: functions/ and shared/ at the root, the artifact in `artifact/`."""
+    """The GCF source folder as `slimserve bundle --target gcp-functions` lays it out: its root `main.py`
+    re-exporting the adapter's targets, functions/ and shared/, the artifact in `artifact/`."""
     root = tmp_path_factory.mktemp("gcf-source")
     for name in ("functions", "shared"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    _, entry, shim = SHIMS["gcp-functions"]
+    (root / entry).write_text(shim, encoding="utf-8")
     write_tiny_artifact(root / "artifact", name="tiny")
     return root
 
