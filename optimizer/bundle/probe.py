@@ -91,10 +91,11 @@ def clean_env() -> dict[str, str]:
 
 
 def run(python: Path, root: Path, event: dict, timeout: float = 120) -> dict:
-    """Run SCRIPT in a clean interpreter, cwd = the bundle, no inherited SLIMSERVE_* settings."""
+    """Run SCRIPT in a clean interpreter, cwd = the bundle, no inherited SLIMSERVE_* settings. -B: /var/task is
+    read-only on Lambda, so nothing compiled at run time is kept; and the folder probed is the one zipped next."""
     start = time.perf_counter()
     proc = subprocess.run(
-        [str(python), "-I", "-S", "-c", SCRIPT, str(root)],
+        [str(python), "-I", "-S", "-B", "-c", SCRIPT, str(root)],
         input=json.dumps(event),
         cwd=root,
         env=clean_env(),
