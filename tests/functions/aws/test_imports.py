@@ -29,6 +29,7 @@ ALLOWED = {
     "jmespath",  # powertools'
     "typing_extensions",  # powertools'
     "botocore",  # powertools tags botocore's user agent when botocore is there (it is, on Lambda)
+    "snapshot_restore_py",  # SnapStart's runtime hooks; Lambda's python runtimes provide it
 }
 BLOCKED = {"torch", "transformers"}
 
