@@ -21,7 +21,6 @@ from pathlib import Path
 from optimizer.errors import CliError
 
 
-
 def find_python(version: str) -> Path | None:
     """An interpreter of exactly `version` (major.minor): `pythonX.Y` on PATH, else one of pyenv's."""
     candidates = []

@@ -41,7 +41,7 @@ FALLBACK_PINS = {TOKENIZERS: "0.23.3"}
 class Pin:
     name: str  # normalized distribution name
     version: str
-    with_deps: bool = True  # False: install this wheel alone (its declared dependencies are never imported)
+    with_deps: bool = True  # False: its declared dependencies are not followed into the bundle (never imported)
 
     def __str__(self) -> str:
         return f"{self.name}=={self.version}"

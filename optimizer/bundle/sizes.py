@@ -38,7 +38,7 @@ class Sizes:
         return {
             "zipped_bytes": self.zipped_total,
             "unzipped_bytes": self.unzipped_total,
-            "parts": {p: dict(zip(("files", "unzipped_bytes", "zipped_bytes"), self.part(p))) for p in PARTS},
+            "parts": {p: dict(zip(("files", "unzipped_bytes", "zipped_bytes"), self.part(p), strict=True)) for p in PARTS},
             "contributors": [vars(i) for i in sorted(self.items, key=lambda i: -i.unzipped)],
         }
 

@@ -49,13 +49,11 @@ def _target_args(arch: str, python: str) -> list[str]:
 
 
 def install(pins: list[Pin], dest: Path, *, arch: str, python: str, cache: Path, resolve: bool = False) -> None:
-    """Install `pins` for the target into `dest`. `resolve=False`: exactly these wheels (each Pin carries the
-    whole pinned set already); `resolve=True`: pip adds their dependencies, as the platform's build would."""
+    """Install `pins` for the target into `dest`. `resolve=False`: exactly these wheels (the pinned set is
+    complete); `resolve=True`: pip adds their dependencies too, as the platform's own build of a
+    requirements.txt would (which cannot say --no-deps)."""
     cache.mkdir(parents=True, exist_ok=True)
-    groups = [[p for p in pins if p.with_deps or not resolve], [p for p in pins if resolve and not p.with_deps]]
-    for group, deps in ((groups[0], resolve), (groups[1], False)):
-        if group:
-            _install_group([str(p) for p in group], dest, arch=arch, python=python, cache=cache, deps=deps)
+    _install_group([str(p) for p in pins], dest, arch=arch, python=python, cache=cache, deps=resolve)
 
 
 def _install_group(reqs: list[str], dest: Path, *, arch: str, python: str, cache: Path, deps: bool) -> None:
