@@ -82,7 +82,17 @@ def test_building_again_gives_the_same_bytes(bundle, tmp_path):
     again = tmp_path / "again"
     assert main(["bundle", str(tiny_artifact()), "--target", "aws-lambda", "--out", str(again), "--quiet"]) == 0
     first = hashlib.sha256((out / "slimserve.zip").read_bytes()).hexdigest()
-    assert hashlib.sha256((again / "slimserve.zip").read_bytes()).hexdigest() == first == report["sha256"]
+    second = hashlib.sha256((again / "slimserve.zip").read_bytes()).hexdigest()
+    assert second == first == report["sha256"], f"entries that differ: {differing_entries(out, again)}"
+
+
+def differing_entries(one: Path, other: Path) -> list[str]:
+    def table(folder: Path) -> dict[str, tuple]:
+        with zipfile.ZipFile(folder / "slimserve.zip") as zf:
+            return {i.filename: (i.CRC, i.external_attr, i.compress_size) for i in zf.infolist()}
+
+    a, b = table(one), table(other)
+    return sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n))[:20]
 
 
 def test_over_the_limit_exits_1_with_the_numbers_and_the_three_largest(monkeypatch, tmp_path, capsys):
