@@ -16,9 +16,16 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from infra.limits import platform
 from optimizer.bundle import pack, probe, sizes, wheels
-from optimizer.bundle.common import MARKER, Options, copy_artifact, copy_code, needs_tokenizer, prepare_out
+from optimizer.bundle.common import (
+    MARKER,
+    Options,
+    copy_artifact,
+    copy_code,
+    needs_tokenizer,
+    prepare_out,
+)
+from optimizer.bundle.limits import platform
 from optimizer.bundle.requirements import runtime_pins
 from optimizer.bundle.slim import slim
 from optimizer.bundle.wheels import wheel_cache

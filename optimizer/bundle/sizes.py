@@ -6,9 +6,12 @@ import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from infra.limits import Platform, SizeLimit
 from optimizer.errors import DoesNotFit
+
+if TYPE_CHECKING:  # infra may be importable only through optimizer.bundle.limits
+    from infra.limits import Platform, SizeLimit
 
 PARTS = ("runtime wheels", "code", "model")
 

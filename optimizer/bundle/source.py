@@ -19,9 +19,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from infra.limits import platform
 from optimizer.bundle import pack, sizes, wheels
-from optimizer.bundle.common import MARKER, Options, copy_artifact, copy_code, needs_tokenizer, prepare_out
+from optimizer.bundle.common import (
+    MARKER,
+    Options,
+    copy_artifact,
+    copy_code,
+    needs_tokenizer,
+    prepare_out,
+)
+from optimizer.bundle.limits import platform
 from optimizer.bundle.requirements import runtime_pins
 from optimizer.bundle.wheels import wheel_cache
 from optimizer.errors import CliError
