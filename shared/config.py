@@ -123,6 +123,10 @@ class Settings:
     cache_dir: str = "/tmp/slimserve"
     """Where artifacts fetched from `s3://`, `gs://` or Azure Blob are kept, one folder per manifest sha256."""
 
+    azure_connection: str = ""
+    """Connection string of the storage account behind `azure://` and Blob URLs; empty: the Functions host's
+    own `AzureWebJobsStorage`."""
+
     @classmethod
     def resolve(cls, environ: os._Environ | dict | None = None, **overrides) -> "Settings":
         environ = os.environ if environ is None else environ

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from shared.config import Settings
 from shared.errors import NotFound, RecordError, StorageError
 
 SCHEMES = ("s3", "gs", "azure", "file")
@@ -232,10 +233,10 @@ class _Azure(_Backend):
     def _make_client(self):
         from azure.storage.blob import BlobServiceClient
 
-        for name in AZURE_CONNECTION_ENV:
-            if os.environ.get(name):
-                return BlobServiceClient.from_connection_string(os.environ[name])
-        raise StorageError(f"Azure Blob access needs a connection string in {' or '.join(AZURE_CONNECTION_ENV)}")
+        connection = Settings.resolve().azure_connection or os.environ.get("AzureWebJobsStorage")
+        if not connection:
+            raise StorageError(f"Azure Blob access needs a connection string in {' or '.join(AZURE_CONNECTION_ENV)}")
+        return BlobServiceClient.from_connection_string(connection)
 
     def _blob(self, obj: ObjectUri):
         return self.client().get_blob_client(obj.container, obj.key)
