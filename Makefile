@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test bench package clean
+.PHONY: demo test bench package offline clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(STAMP)
 
 package: $(NPM_STAMP)
 	node_modules/.bin/osls package
+
+# serverless-offline serving the HTTP function from the source tree (see serverless.offline.yml)
+offline: $(STAMP) $(NPM_STAMP)
+	VIRTUAL_ENV=$(abspath $(VENV)) node_modules/.bin/osls offline start --config serverless.offline.yml
 
 clean:
 	rm -rf $(VENV) node_modules .serverless artifacts dist
