@@ -59,7 +59,7 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
 
         python = pack.find_python(opts.python)
         if python is None:
-            opts.say(f"warning: no python{opts.python} here: no precompiled .pyc (slower cold start), and no probe")
+            opts.warn(f"no python{opts.python} here: no precompiled .pyc (slower cold start), and no probe")
         else:
             pack.compile_tree(python, stage, TASK_ROOT)
         answer = _probe(python, stage, manifest, opts)
@@ -107,7 +107,7 @@ def _probe(python: Path | None, stage: Path, manifest, opts: Options) -> dict | 
     """Import the handler from the slimmed folder and answer one request, where this machine can run the
     target's binaries; otherwise say that the bundle went unproven."""
     if python is None or _HOST_ARCH.get(host.machine()) != opts.arch:
-        opts.say(f"warning: cannot run {opts.arch} python{opts.python} here; the bundle was not probed")
+        opts.warn(f"cannot run {opts.arch} python{opts.python} here; the bundle was not probed")
         return None
     try:
         out = probe.run(python, stage, probe.infer_event(manifest))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ class Options:
     def say(self, text: str) -> None:
         if not self.quiet:
             print(text, flush=True)
+
+    def warn(self, text: str) -> None:
+        print(f"slimserve: warning: {text}", file=sys.stderr, flush=True)  # even with --quiet
 
 
 def needs_tokenizer(manifest: Manifest) -> bool:
