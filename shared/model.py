@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from shared import inflate
 from shared.artifact import Artifact
 from shared.datatypes import OIP_TO_NUMPY
 from shared.errors import InvalidTensor, translate_onnxruntime_error
@@ -49,7 +50,8 @@ class Model:
     @classmethod
     def load(cls, artifact: Artifact, threads: int = 0, providers: str = "") -> "Model":
         chosen = choose_providers(providers)
-        session = ort.InferenceSession(str(artifact.model_path), sess_options=session_options(threads), providers=chosen)
+        path = inflate.model_path(artifact)  # the file itself, or its inflated copy when it ships compressed
+        session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=chosen)
         model = cls(manifest=artifact.manifest, session=session)
         if model.provider != chosen[0]:
             # onnxruntime-gpu without a usable driver/cuDNN drops to CPU with only its own C++ log line.
