@@ -38,10 +38,16 @@ def find_python(version: str) -> Path | None:
 
 def compile_tree(python: Path, folder: Path, prefix: str) -> None:
     """Compile every .py under `folder` with `python`; recorded paths start at `prefix` (e.g. /var/task), not
-    at the temporary build folder, so the bytes do not depend on where the build ran."""
-    cmd = [str(python), "-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "checked-hash",
+    at the temporary build folder, so the bytes do not depend on where the build ran.
+
+    One process, fixed hash seed, no -I (it would drop PYTHONHASHSEED): marshal flags an object for reuse
+    by its reference count, which depends on what the process compiled before, so `-j` workers that get a
+    different share of files each run write different bytes; a set constant's order follows the hash seed.
+    """
+    cmd = [str(python), "-s", "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
            "-s", str(folder), "-p", prefix, str(folder)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise CliError(f"compiling the bundle with {python} failed:\n{(done.stdout + done.stderr).strip()[-2000:]}")
 
