@@ -2,7 +2,8 @@
 sys.path (as /var/task on Lambda: read-only, hence -B), imports the handler, loads the model, answers one
 API Gateway v2 inference event. Median of N fresh processes.
 
-    python bench/bundle_cold_start.py ARTIFACT [--runs 7] [--zip dist/aws-lambda/slimserve.zip] [--json]
+    python bench/bundle_cold_start.py ARTIFACT [--runs 7] [--json]
+    python bench/bundle_cold_start.py --zip dist/aws-lambda/slimserve.zip [--runs 7] [--json]
 
 Without --zip the bundle is built first (slimserve bundle --target aws-lambda, into a temporary folder).
 `measure()` is what bench/run.py calls. Figures: process_ms = spawn to exit with the answer printed;
@@ -30,11 +31,11 @@ from optimizer.bundle.pack import find_python  # noqa: E402
 from shared.artifact import read_manifest  # noqa: E402
 
 
-def measure(artifact: Path, runs: int = 7, zip_path: Path | None = None, python: str = "3.12") -> dict:
+def measure(artifact: Path | None, runs: int = 7, zip_path: Path | None = None, python: str = "3.12") -> dict:
+    """Build the bundle of `artifact` (or take `zip_path`), unpack it, time `runs` fresh processes."""
     interpreter = find_python(python)
     if interpreter is None:
         return {"skipped": f"no python{python} here (PATH or pyenv)"}
-    event = probe.infer_event(read_manifest(artifact))
     with tempfile.TemporaryDirectory(prefix="slimserve-coldstart-") as tmp_name:
         tmp = Path(tmp_name)
         if zip_path is None:
@@ -43,6 +44,7 @@ def measure(artifact: Path, runs: int = 7, zip_path: Path | None = None, python:
         task_root = tmp / "task"
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(task_root)
+        event = probe.infer_event(read_manifest(task_root / "artifact"))  # the model the bundle carries
         bare = []
         for _ in range(runs):
             start = time.perf_counter()
@@ -63,11 +65,13 @@ def measure(artifact: Path, runs: int = 7, zip_path: Path | None = None, python:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("artifact", type=Path)
+    parser.add_argument("artifact", type=Path, nargs="?", help="artifact folder to bundle (not needed with --zip)")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--zip", type=Path, help="an already built slimserve.zip (default: build one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.artifact is None and args.zip is None:
+        parser.error("give an ARTIFACT folder or --zip")
     result = measure(args.artifact, args.runs, args.zip)
     if args.json or "skipped" in result:
         print(json.dumps(result))
