@@ -13,6 +13,7 @@ from optimizer.errors import CliError, SpecError
 from shared.artifact import MANIFEST, load_artifact, read_manifest
 from shared.errors import ArtifactError
 from shared.manifest import Manifest
+from shared.text import TEXT
 
 MARKER = "bundle.json"  # written last into --out; its presence is what lets a rebuild clear the folder
 
@@ -34,9 +35,11 @@ class Options:
 
 
 def needs_tokenizer(manifest: Manifest) -> bool:
-    """Text models carry their tokenizer in the artifact (issue 3: `tokenizer.json`, run by `tokenizers`);
-    the manifest may also name it under extra.tokenizer. Either one adds tokenizers to the runtime."""
-    return bool(manifest.extra.get("tokenizer")) or any(Path(name).name == "tokenizer.json" for name in manifest.files)
+    """Text models name their tokenizer under extra.text.tokenizer (shared/text.py) and ship it in the
+    artifact; either sign adds `tokenizers` to the runtime. Other models never carry it."""
+    text = manifest.extra.get(TEXT)
+    named = isinstance(text, dict) and bool(text.get("tokenizer"))
+    return named or any(Path(name).name == "tokenizer.json" for name in manifest.files)
 
 
 def shipped_files(manifest: Manifest) -> list[str]:

@@ -39,7 +39,7 @@ def test_lambda_runtime_is_pinned_to_this_environment_without_what_lambda_provid
 
 def test_a_text_model_adds_tokenizers_alone():
     text = manifest(files={"model.onnx": FileEntry("0" * 64, 1), "tokenizer.json": FileEntry("1" * 64, 2)})
-    assert needs_tokenizer(text) and needs_tokenizer(manifest(extra={"tokenizer": "tokenizer.json"}))
+    assert needs_tokenizer(text) and needs_tokenizer(manifest(extra={"text": {"tokenizer": "vocab/tok.json"}}))
     assert not needs_tokenizer(manifest())
     pins = {p.name: p for p in runtime_pins("aws-lambda", "3.12", "arm64", tokenizer=True)}
     assert pins["tokenizers"].with_deps is False  # huggingface_hub, hf_xet, httpx... never ship
