@@ -40,3 +40,42 @@ def tiny_lambda_bundle() -> tuple[Path, dict]:
     out = _session_dir() / "aws-lambda"
     report = aws_lambda.build(tiny_artifact(), out, Options(target="aws-lambda", quiet=True))
     return out, report
+
+
+def write_text_artifact(folder: Path) -> Path:
+    """A text model in miniature: a word-level tokenizer.json (built with `tokenizers`) and a graph that
+    averages the token ids, so an answer shows the tokenizer ran: "hello world" -> ids [2, 3] -> 2.5."""
+    import onnx
+    from onnx import TensorProto, helper
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from shared.artifact import file_entries, write_manifest
+    from shared.manifest import Choice, Manifest, TensorSpec
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "hello": 2, "world": 3}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+         helper.make_node("ReduceMean", ["ids"], ["score"], axes=[1], keepdims=1)],  # fmt: skip
+        "mean_id",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, folder / "model.onnx")
+    manifest = Manifest(
+        name="words",
+        version="1",
+        task="regression",
+        model_file="model.onnx",
+        files=file_entries(folder, ["model.onnx", "tokenizer.json"]),
+        inputs=(TensorSpec("text", "BYTES", (-1,)),),
+        outputs=(TensorSpec("score", "FP32", (-1, 1)),),
+        chosen=Choice("fp32", "test fixture"),
+        extra={"text": {"input": "text", "tokenizer": "tokenizer.json", "max_length": 16, "feeds": {"input_ids": "ids"}}},
+    )
+    write_manifest(folder, manifest)
+    return folder

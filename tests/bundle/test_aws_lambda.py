@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import infra.limits
-from optimizer.bundle import probe
+from optimizer.bundle import aws_lambda, probe
+from optimizer.bundle.common import Options
 from optimizer.cli import main
 from tests.bundle.builds import NO_PYTHON312, PYTHON312, tiny_artifact, tiny_lambda_bundle
 from tests.eventlib import load_event
@@ -110,3 +111,28 @@ def test_over_the_limit_exits_1_with_the_numbers_and_the_three_largest(monkeypat
     for biggest in ("onnxruntime/", "numpy.libs/", "numpy/"):
         assert biggest in err
     assert not out.exists()  # nothing over the limit is left where `osls package` would pick it up
+
+
+@pytest.mark.skipif(PYTHON312 is None, reason=NO_PYTHON312)
+def test_a_text_model_bundle_carries_tokenizers_alone_and_tokenizes_from_it(tmp_path):
+    pytest.importorskip("tokenizers")
+    from tests.bundle.builds import write_text_artifact
+
+    out = tmp_path / "out"
+    report = aws_lambda.build(write_text_artifact(tmp_path / "words"), out, Options(target="aws-lambda", quiet=True))
+    assert report["tokenizer"] and report["probe"]["status"] == 200  # the builder's own probe sent one text
+    names = names_in(out / "slimserve.zip")
+    tops = {n.split("/")[0] for n in names}
+    assert "tokenizers" in tops and not tops & {"huggingface_hub", "hf_xet", "httpx", "requests"}
+    assert not any(n.startswith("tokenizers/tools/") or n.endswith(".pyi") for n in names)
+    task_root = tmp_path / "task"
+    with zipfile.ZipFile(out / "slimserve.zip") as zf:
+        zf.extractall(task_root)
+    event = probe.api_event("POST", "/v2/models/words/infer",
+                            {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["hello world", "world"]}]})  # fmt: skip
+
+    answer = probe.run(PYTHON312, task_root, event)
+
+    assert answer["response"]["statusCode"] == 200, answer["response"]
+    (output,) = json.loads(answer["response"]["body"])["outputs"]
+    assert output["data"] == [2.5, 1.5]  # [2, 3] and [3, PAD=0]: the tokenizer ran, padding to the longest text
