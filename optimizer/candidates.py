@@ -10,7 +10,10 @@ neither the search nor the evaluation changes.
 from __future__ import annotations
 
 import collections
+import contextlib
+import io
 import logging
+import math
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +25,10 @@ import onnx
 import onnxruntime as ort
 
 from optimizer.data import Dataset
+from optimizer.progress import QUIET, Progress
+from optimizer.sparse import Compress, MagnitudePrune
 from optimizer.spec import Spec
+from optimizer.torch_steps import Distill, StructuredPrune
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class StepContext:
     spec: Spec
     calibration: Dataset
     workdir: Path
+    progress: Progress = QUIET  # bars for the slow steps: calibration, fine-tuning
 
 
 class Step(Protocol):
@@ -110,6 +117,9 @@ class StaticQDQ:
 
     S8S8 by default: onnxruntime's recommended QDQ pairing on x86 and arm64; `activation="uint8"` with
     `reduce_range=True` is the classic U8S8 choice for x86 CPUs without VNNI.
+    Calibration: MinMax takes the observed range; Entropy picks the range that minimises the KL divergence
+    between the float and the quantized histogram; Percentile clips at `percentile` of |x| (outliers saturate
+    instead of stretching the scale for everyone).
     """
 
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
@@ -120,22 +130,44 @@ class StaticQDQ:
     batch_size: int = 32
     max_samples: int = 512  # MinMax settles quickly; entropy/percentile histograms grow with samples
     nodes_to_exclude: tuple[str, ...] = ()
+    percentile: float = 99.999  # Percentile only
+    symmetric_activations: bool | None = None  # None: the method's own default (Percentile: symmetric)
+    moving_average: bool = False  # MinMax only: average per-batch ranges instead of the extremes
+    op_types: tuple[str, ...] | None = None  # None: every op the quantizer knows; ("Gemm", "MatMul"): the dense layers only
 
     def apply(self, src: Path, dst: Path, ctx: StepContext) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        quantize_static(
-            str(src),
-            str(dst),
-            _Reader(ctx.calibration.head(self.max_samples), self._batch(ctx.spec)),
-            quant_format=QuantFormat.QDQ,
-            per_channel=self.per_channel,
-            reduce_range=self.reduce_range,
-            activation_type=getattr(QuantType, _QUANT_TYPES[self.activation]),
-            weight_type=getattr(QuantType, _QUANT_TYPES[self.weight]),
-            calibrate_method=getattr(CalibrationMethod, _CALIBRATION[self.method]),
-            nodes_to_exclude=list(self.nodes_to_exclude) or None,
-        )
+        data = ctx.calibration.head(self.max_samples)
+        batch = self._batch(ctx.spec)
+        # the histogram calibrators print their progress on stdout; the CLI owns the terminal
+        with ctx.progress.task(f"calibrating ({self.method})", total=math.ceil(len(data) / batch)) as advance, \
+                contextlib.redirect_stdout(io.StringIO()):  # fmt: skip
+            quantize_static(
+                str(src),
+                str(dst),
+                _Reader(data, batch, advance),
+                quant_format=QuantFormat.QDQ,
+                per_channel=self.per_channel,
+                reduce_range=self.reduce_range,
+                activation_type=getattr(QuantType, _QUANT_TYPES[self.activation]),
+                weight_type=getattr(QuantType, _QUANT_TYPES[self.weight]),
+                calibrate_method=getattr(CalibrationMethod, _CALIBRATION[self.method]),
+                nodes_to_exclude=list(self.nodes_to_exclude) or None,
+                op_types_to_quantize=list(self.op_types) if self.op_types else None,
+                extra_options=self._calibration_options(),
+            )
+
+    def _calibration_options(self) -> dict:
+        """The typed fields above in onnxruntime's CamelCase `extra_options`, only where they apply."""
+        options: dict = {}
+        if self.method == "percentile":
+            options["CalibPercentile"] = self.percentile
+        if self.method == "minmax" and self.moving_average:
+            options["CalibMovingAverage"] = True
+        if self.symmetric_activations is not None:
+            options["CalibTensorRangeSymmetric"] = self.symmetric_activations
+        return options
 
     def _batch(self, spec: Spec) -> int:
         fixed = {t.shape[0] for t in spec.inputs if t.shape and t.shape[0] != -1}
@@ -145,11 +177,15 @@ class StaticQDQ:
 class _Reader:
     """onnxruntime's CalibrationDataReader protocol over a Dataset (duck-typed: `get_next`)."""
 
-    def __init__(self, data: Dataset, batch_size: int):
+    def __init__(self, data: Dataset, batch_size: int, advance=lambda n=1: None):
         self._batches: Iterator[dict[str, np.ndarray]] = data.batches(batch_size)
+        self._advance = advance
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._batches, None)
+        batch = next(self._batches, None)
+        if batch is not None:
+            self._advance(1)
+        return batch
 
 
 @dataclass(frozen=True)
@@ -195,7 +231,19 @@ def select(names: tuple[str, ...] | None = None) -> tuple[Candidate, ...]:
 FP32 = "fp32"
 register(Candidate(FP32, (GraphOptimize(),), "fp32, onnxruntime basic graph optimization"))
 register(Candidate("int8-dynamic", (QuantPreProcess(), DynamicInt8()), "int8 weights, dynamic activations, per-channel"))
-register(Candidate("int8-static-qdq", (QuantPreProcess(), StaticQDQ()), "int8 QDQ, MinMax-calibrated activations, per-channel weights"))
+register(Candidate("int8-static-qdq-minmax", (QuantPreProcess(), StaticQDQ("minmax")), "int8 QDQ, MinMax-calibrated activations, per-channel weights"))
+register(Candidate("int8-static-qdq-entropy", (QuantPreProcess(), StaticQDQ("entropy")), "int8 QDQ, entropy-calibrated activations, per-channel weights"))
+register(Candidate("int8-static-qdq-percentile", (QuantPreProcess(), StaticQDQ("percentile")), "int8 QDQ, 99.999th-percentile-calibrated activations, per-channel weights"))
+
+# Smaller models, costlier to build (training): after every quantization-only candidate.
+_INT8 = (QuantPreProcess(), StaticQDQ("minmax"))
+register(Candidate("sparse-50-gz", (MagnitudePrune(0.5), Compress("gz")), "50% of weights zeroed by magnitude; ships gzip-compressed, inflated into /tmp at cold start"))
+for _percent in (30, 50):
+    _prune = StructuredPrune(_percent / 100)
+    register(Candidate(f"pruned-{_percent}", (_prune,), f"{_percent}% of hidden channels/neurons removed (L1), fine-tuned"))
+    register(Candidate(f"pruned-{_percent}+int8-static-qdq", (_prune, *_INT8), f"pruned-{_percent}, then int8 QDQ (MinMax)"))
+register(Candidate("distilled", (Distill(),), "student distilled from the fp32 model (distill: settings)"))
+register(Candidate("distilled+int8-static-qdq", (Distill(), *_INT8), "distilled student, then int8 QDQ (MinMax)"))
 
 _QUANTIZED_OPS = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QuantizeLinear", "MatMulNBits")
 

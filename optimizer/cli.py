@@ -27,7 +27,18 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--target", choices=TARGETS, help="platform whose budget applies (default: the spec's)")
     opt.add_argument("--out", help="artifact folder to write (default: artifacts/<name>/<version>)")
     opt.add_argument("--tolerance", type=float, help="largest allowed metric drop (default: the spec's)")
+    opt.add_argument("--objective", choices=("size", "latency", "accuracy"), default="size",
+                     help="what to optimize among the candidates within tolerance that fit the budget (default: size)")
+    opt.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes of model file, whatever the delivery "
+                     "(default: what the target's package limits leave after the runtime)")
+    opt.add_argument("--candidates", metavar="A,B,...", help="only these candidates (fp32 is always kept)")
+    opt.add_argument("--distill", metavar="STUDENT", help="distillation student: a TorchScript .pt file, or a width in "
+                     "(0, 1] to derive one from the model's layers (default: the spec's distill:)")
     opt.add_argument("--quiet", action="store_true", help="no progress output")
+
+    rep = sub.add_parser("report", help="print an artifact's candidate table, choice and placement")
+    rep.add_argument("artifact", metavar="ARTIFACT_DIR")
+    rep.add_argument("--quiet", action="store_true", help="plain text table")
 
     srv = sub.add_parser("serve", help="serve artifact folders over the Open Inference Protocol v2")
     srv.add_argument("artifacts", nargs="+", metavar="ARTIFACT_DIR")
@@ -68,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             from optimizer.pipeline import optimize_command
 
             return optimize_command(args)
+        if args.command == "report":
+            from optimizer.report import report_command
+
+            return report_command(args)
         if args.command == "serve":
             from shared.errors import ArtifactError
             from shared.server import serve

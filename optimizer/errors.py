@@ -19,3 +19,8 @@ class SpecError(CliError):
 
 class DoesNotFit(CliError):
     exit_code = 1
+
+
+class NotApplicable(Exception):
+    """A candidate's step cannot run on this model (e.g. structured pruning of a non-Sequential model):
+    the candidate is recorded as skipped with this reason, not as failed, and the search goes on."""

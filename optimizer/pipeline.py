@@ -1,8 +1,8 @@
-"""`slimserve optimize`: spec -> fp32 reference -> candidates measured -> choice -> artifact folder."""
+"""`slimserve optimize`: spec -> fp32 reference -> candidates measured -> choice under the target's budget
+-> artifact folder (model, manifest.json, report.md, pareto.png)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -13,14 +13,21 @@ from pathlib import Path
 import onnxruntime as ort
 
 from optimizer import candidates as registry
+from optimizer import report
+from optimizer.budget import Budget, Fit, Footprint, budget_for, fit, footprint
 from optimizer.data import load_dataset
-from optimizer.errors import CliError, SpecError
+from optimizer.errors import CliError, NotApplicable, SpecError
 from optimizer.evaluate import Reference, TimingConfig, measure
 from optimizer.export import export_fp32
-from optimizer.search import Objective, choose, within_tolerance
+from optimizer.params import count_parameters
+from optimizer.progress import progress_for
+from optimizer.search import Decision, Objective, decide, within_tolerance
+from optimizer.sparse import compression, inflate_to
 from optimizer.spec import TARGETS, Spec, Where, check_tolerance, load_spec
 from optimizer.table import print_plain, print_rich
-from shared.artifact import MANIFEST, file_entries, load_artifact, write_manifest
+from optimizer.training_spec import Distill
+from shared.artifact import MANIFEST, file_entries, load_artifact, sha256_of, write_manifest
+from shared.inflate import INFLATED
 from shared.manifest import CandidateResult, Manifest
 
 MODEL_FILE = "model.onnx"
@@ -36,49 +43,76 @@ def optimize(
     candidates: tuple[str, ...] | None = None,
     objective: Objective = "size",
     timing: TimingConfig = TimingConfig(),
+    max_bytes: int | None = None,
+    distill: str | None = None,
+    budget: Budget | None = None,
 ) -> Path:
     """Optimize the model a spec describes; returns the artifact folder (verified by loading it back).
 
     Arguments override the spec (argument > spec). Raises SpecError for anything wrong with the spec,
-    its model or its data; a candidate that fails to build is recorded as failed, not raised.
+    its model or its data; a candidate that fails to build is recorded as failed, not raised. A model
+    that fits no function is not an error either: the artifact says `placement: endpoint` and why.
+    `budget` replaces the target's (tests); `max_bytes` caps the model file's bytes in it.
     """
-    spec = _with_overrides(load_spec(spec_path), target, tolerance)
+    spec = _with_distill(_with_overrides(load_spec(spec_path), target, tolerance), distill)
+    budget = budget or budget_for(spec.target)
+    if max_bytes is not None:
+        if max_bytes < 1:
+            raise SpecError(f"--max-bytes {max_bytes} must be a positive number of bytes")
+        budget = dataclasses.replace(budget, max_model_bytes=max_bytes)
     folder = Path(out) if out is not None else Path("artifacts") / spec.name / spec.version
     _refuse_foreign(folder)
     try:
         plan = registry.select(candidates)
     except KeyError as exc:
         raise CliError(f"--candidates: {exc.args[0]}") from None
-    progress = _Progress(quiet)
-    with tempfile.TemporaryDirectory(prefix="slimserve-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="slimserve-") as scratch, progress_for(quiet) as progress:
         workdir = Path(scratch)
         # the model first: a spec that disagrees with it is best told in the model's terms, not the data's
         with progress.status(f"exporting {spec.source.path.name} to ONNX"):
             reference_path = export_fp32(spec, workdir / "reference.onnx")
         calibration = load_dataset(spec, "calibration")
         reference = Reference.of(reference_path, spec.task, load_dataset(spec, "evaluation"), spec.outputs[0].name)
-        ctx = registry.StepContext(spec=spec, calibration=calibration, workdir=workdir)
-        results, files = [], {}
-        for candidate in plan:
-            with progress.status(f"building and measuring {candidate.name}"):
-                result, path = _try(candidate, reference_path, ctx, reference, timing)
-            results.append(result)
-            if path is not None:
-                files[candidate.name] = path
-        choice = choose(results, spec.tolerance, reference.metric, objective)
+        ctx = registry.StepContext(spec=spec, calibration=calibration, workdir=workdir, progress=progress)
+        results, files, sizes = [], {}, {}
+        with progress.task("candidates", total=len(plan)) as advance:
+            for candidate in plan:
+                advance(0, description=f"candidates: {candidate.name}")
+                result, path, size = _try(candidate, reference_path, ctx, reference, timing)
+                results.append(result)
+                if path is not None:
+                    files[candidate.name], sizes[candidate.name] = path, size
+                advance(1)
+        fits = {name: fit(size, budget) for name, size in sizes.items()}
+        decision = decide(results, fits, budget, spec.tolerance, reference.metric, objective)
         extra = _extra(spec, reference, len(calibration), timing, objective)
+        extra["optimizer"]["candidates"] = _facts(files, sizes, fits, decision)
         # fp32 only misses from `files` when its graph optimization failed: the plain export is fp32 too
-        manifest = _write(folder, spec, files.get(choice.candidate, reference_path), results, choice, extra)
+        model = files.get(decision.choice.candidate, reference_path)
+        manifest = _write(folder, spec, model, results, decision, extra, _budget(budget, fits.get(decision.choice.candidate)))
     load_artifact(folder)  # the runtime's own check: schema, sha256 of every file
     if quiet:
         print_plain(manifest, folder, sys.stdout)
     else:
         print_rich(manifest, folder)
+    if decision.placement == "endpoint":
+        print(f"slimserve: {manifest.name} fits no {budget.target} function; placement endpoint "
+              f"(closest: {decision.closest}); see {folder / report.REPORT}")  # fmt: skip
     return folder
 
 
 def optimize_command(args) -> int:
-    optimize(args.spec, target=args.target, out=args.out, tolerance=args.tolerance, quiet=args.quiet)
+    optimize(
+        args.spec,
+        target=args.target,
+        out=args.out,
+        tolerance=args.tolerance,
+        quiet=args.quiet,
+        candidates=tuple(n.strip() for n in args.candidates.split(",") if n.strip()) if args.candidates else None,
+        objective=args.objective,
+        max_bytes=args.max_bytes,
+        distill=args.distill,
+    )
     return 0
 
 
@@ -92,19 +126,70 @@ def _with_overrides(spec: Spec, target: str | None, tolerance: float | None) -> 
     return spec
 
 
+def _with_distill(spec: Spec, student: str | None) -> Spec:
+    """`--distill STUDENT`: a TorchScript .pt student to train, or a width in (0, 1] to derive one."""
+    if student is None:
+        return spec
+    try:
+        width = float(student)
+    except ValueError:
+        path = Path(student)
+        if path.suffix != ".pt" or not path.is_file():
+            raise SpecError(f"--distill {student!r} is neither a width in (0, 1] nor an existing TorchScript .pt file") from None
+        return dataclasses.replace(spec, distill=dataclasses.replace(spec.distill, student=path))
+    if not 0 < width <= 1:
+        raise SpecError(f"--distill {student!r}: a width must be > 0 and <= 1")
+    return dataclasses.replace(spec, distill=Distill(student=None, width=width, training=spec.distill.training))
+
+
 def _try(
     candidate: registry.Candidate, source: Path, ctx: registry.StepContext, reference: Reference, timing: TimingConfig
-) -> tuple[CandidateResult, Path | None]:
+) -> tuple[CandidateResult, Path | None, Footprint | None]:
     try:
         path = candidate.build(source, ctx)
-        measured = measure(path, reference, timing)
+        # a compressed candidate runs as the runtime will run it, inflated; it weighs what it ships as
+        runnable = inflate_to(path, path.with_suffix(".inflated.onnx")) if compression(path) else path
+        with ctx.progress.status(f"evaluating {candidate.name}"):
+            measured = dataclasses.replace(measure(runnable, reference, timing), bytes=path.stat().st_size)
+    except NotApplicable as exc:  # e.g. structured pruning of a model that is not a Sequential chain
+        return CandidateResult(candidate.name, 0, {}, 0.0, False, f"skipped: {exc}"), None, None
     except Exception as exc:  # one broken candidate (a missing kernel, a quantizer bug) must not end the search
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        return CandidateResult(candidate.name, 0, {}, 0.0, False, f"failed: {text}"), None
-    ops = registry.quantized_ops(path)
+        return CandidateResult(candidate.name, 0, {}, 0.0, False, f"failed: {text}"), None, None
+    ops = registry.quantized_ops(runnable)
     note = candidate.description + (f"; {ops}" if ops else "")
+    if runnable != path:
+        note += f"; {runnable.stat().st_size:,} bytes inflated"
     ok = within_tolerance(measured.metrics["drop"], ctx.spec.tolerance)
-    return CandidateResult(candidate.name, measured.bytes, measured.metrics, measured.latency_ms, ok, note), path
+    result = CandidateResult(candidate.name, measured.bytes, measured.metrics, measured.latency_ms, ok, note)
+    return result, path, footprint(path, runnable)
+
+
+def _facts(files: dict[str, Path], sizes: dict[str, Footprint], fits: dict[str, Fit], decision: Decision) -> dict:
+    """Per candidate: what it weighs and holds, and where it would run (report.md, pareto.png, tests)."""
+    out = {}
+    for name, path in files.items():
+        runnable = path.with_suffix(".inflated.onnx") if compression(path) else path
+        size, where = sizes[name], fits[name]
+        out[name] = {
+            "parameters": count_parameters(runnable),
+            "deployed_bytes": size.deployed,
+            "zipped_bytes": size.zipped,
+            "inflated_bytes": size.inflated,
+            "compression": compression(path),
+            "delivery": where.delivery,
+            "fit": where.reason,
+            "memory_bytes": where.memory,
+            "cold_start_s": round(where.cold_start_s, 3),
+        }
+    return out
+
+
+def _budget(budget: Budget, chosen: Fit | None) -> dict:
+    out = budget.to_dict()
+    if chosen is not None:
+        out["chosen"] = {"memory_bytes": chosen.memory, "cold_start_s": round(chosen.cold_start_s, 3), "fit": chosen.reason}
+    return out
 
 
 def _extra(spec: Spec, reference: Reference, calibration_samples: int, timing: TimingConfig, objective: str) -> dict:
@@ -122,29 +207,37 @@ def _extra(spec: Spec, reference: Reference, calibration_samples: int, timing: T
     }
 
 
-def _write(folder: Path, spec: Spec, model: Path, results, choice, extra: dict) -> Manifest:
+def _write(folder: Path, spec: Spec, model: Path, results, decision: Decision, extra: dict, budget: dict) -> Manifest:
     """Build the artifact beside `folder`, then swap it in, so a failure never leaves half an artifact."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        shutil.copyfile(model, staging / MODEL_FILE)
+        packed = compression(model)
+        model_file = f"{MODEL_FILE}.{packed}" if packed else MODEL_FILE
+        shutil.copyfile(model, staging / model_file)
+        if packed:  # what the runtime checks the inflated copy against (shared/inflate.py)
+            inflated = model.with_suffix(".inflated.onnx")
+            extra = {**extra, INFLATED: {"sha256": sha256_of(inflated), "bytes": inflated.stat().st_size}}
         manifest = Manifest(
             name=spec.name,
             version=spec.version,
             task=spec.task,
-            model_file=MODEL_FILE,
-            files=file_entries(staging, [MODEL_FILE]),
+            model_file=model_file,
+            files=file_entries(staging, [model_file]),
             inputs=tuple(t.oip for t in spec.inputs),
             outputs=tuple(t.oip for t in spec.outputs),
-            chosen=choice,
+            chosen=decision.choice,
             candidates=tuple(results),
             target=spec.target,
-            placement="function",
-            delivery="bundle",
+            placement=decision.placement,
+            delivery=decision.delivery,
+            budget=budget,
             extra=extra,
         )
+        written = report.write(staging, manifest)
+        manifest = dataclasses.replace(manifest, files=file_entries(staging, [model_file, *written]))
         write_manifest(staging, manifest)
         old = folder.parent / f".{folder.name}.old-{os.getpid()}"
         if folder.exists():
@@ -160,17 +253,3 @@ def _refuse_foreign(folder: Path) -> None:
     """Replacing --out deletes it: only ever an earlier artifact or an empty folder."""
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / MANIFEST).is_file())):
         raise CliError(f"--out {folder} exists and is not an artifact folder; refusing to replace it")
-
-
-class _Progress:
-    def __init__(self, quiet: bool):
-        self._console = None
-        if not quiet:
-            from rich.console import Console
-
-            self._console = Console(stderr=True)
-
-    def status(self, message: str):
-        if self._console is None:
-            return contextlib.nullcontext()
-        return self._console.status(message)

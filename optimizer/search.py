@@ -1,14 +1,18 @@
-"""Choose among measured candidates: the best by the objective among those within tolerance.
+"""Choose among measured candidates: the best by the objective among those within tolerance that fit.
 
-Pure functions over `CandidateResult`s, so the choice is testable without models. The later budget
-search adds a "fits the target" filter beside `within_tolerance`; the shape stays the same.
+Pure functions over `CandidateResult`s (and each one's `Fit` from optimizer/budget.py), so the choice is
+testable without models. `choose` ranks within tolerance; `decide` adds the budget: only candidates that
+fit a function (in the bundle or fetched into /tmp) compete, and when none does the model goes to the
+endpoint, with the reason and the candidate that came closest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
+from optimizer.budget import Budget, Fit
 from optimizer.candidates import FP32
 from shared.manifest import CandidateResult, Choice
 
@@ -53,3 +57,46 @@ def _misses(results: Sequence[CandidateResult], metric: str) -> str:
             continue
         parts.append(f"{r.name} {metric} drop {r.metrics['drop']:.3f}" if "drop" in r.metrics else f"{r.name} failed")
     return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Decision:
+    choice: Choice
+    placement: str  # "function" or "endpoint"
+    delivery: str  # "bundle" or "fetch"
+    closest: str | None = None  # endpoint only: the within-tolerance candidate nearest to fitting
+
+
+def decide(
+    results: Sequence[CandidateResult],
+    fits: Mapping[str, Fit],
+    budget: Budget,
+    tolerance: float,
+    metric: str,
+    objective: Objective = "size",
+) -> Decision:
+    """Never returns nothing: a function placement when any faithful candidate fits, else the endpoint."""
+    ok = [r for r in results if r.within_tolerance and "drop" in r.metrics and r.name in fits]
+    fitting = {r.name for r in ok if fits[r.name].delivery}
+    if fitting:
+        # the faithful-but-unfit leave the race; the rest stay so the reason can name what missed tolerance
+        choice = choose([r for r in results if r.name in fitting or not r.within_tolerance], tolerance, metric, objective)
+        fit = fits[choice.candidate]
+        where = (
+            f"in the {budget.target} bundle"
+            if fit.delivery == "bundle"
+            else f"fetched into /tmp at cold start (~{fit.cold_start_s:.1f} s), too big for the {budget.target} bundle: {fit.reason}"
+        )
+        return Decision(Choice(choice.candidate, f"{choice.reason}; fits {where}"), "function", fit.delivery)
+    pool = ok or [r for r in results if "drop" in r.metrics]
+    best = min(pool, key=_KEYS[objective]) if pool else None
+    closest = min(pool, key=lambda r: (r.bytes, r.metrics["drop"])) if pool else None
+    if best is None or closest is None:
+        return Decision(Choice(FP32, "no candidate could be built or measured; placed on the endpoint"), "endpoint", "bundle")
+    why = fits[closest.name].reason if closest.name in fits else "not measured"
+    faithful = "within tolerance" if ok else "at all (none within tolerance)"
+    reason = (
+        f"no candidate {faithful} fits a {budget.target} function; placed on the endpoint serving {best.name}. "
+        f"Closest: {closest.name} ({closest.bytes:,} bytes, {metric} drop {closest.metrics['drop']:.3f}): {why}"
+    )
+    return Decision(Choice(best.name, reason), "endpoint", "bundle", closest.name)

@@ -13,18 +13,23 @@ _METRICS = ("accuracy", "agreement", "cosine", "rel_error", "drop")
 def rows(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
     fp32 = next((c.bytes for c in manifest.candidates if c.name == "fp32"), 0)
     names = [m for m in _METRICS if any(m in c.metrics for c in manifest.candidates)]
-    header = ["candidate", "bytes", "vs fp32", *names, "p50 ms", "ok", "note"]
+    # per-candidate sizes and fit, where the optimizer recorded them (optimizer/pipeline.py `_facts`)
+    facts = manifest.extra.get("optimizer", {}).get("candidates", {})
+    header = ["candidate", "bytes", "vs fp32", "params", *names, "p50 ms", "ok", "fits", "note"]
     body = []
     for c in manifest.candidates:
         mark = "*" if c.name == manifest.chosen.candidate else " "
+        fact = facts.get(c.name, {})
         body.append(
             [
                 f"{mark} {c.name}",
                 f"{c.bytes:,}" if c.bytes else "-",
                 f"{fp32 / c.bytes:.2f}x" if c.bytes and fp32 else "-",
+                f"{fact['parameters']:,}" if "parameters" in fact else "-",
                 *(f"{c.metrics[m]:.4f}" if m in c.metrics else "-" for m in names),
                 f"{c.latency_ms:.3f}" if c.latency_ms else "-",
                 "yes" if c.within_tolerance else "no",
+                (fact.get("delivery") or "no") if fact else "-",
                 c.note,
             ]
         )

@@ -3,7 +3,8 @@
     python examples/digits/train.py [--out DIR] [--epochs N] [--seed S]
 
 writes into DIR (default: data/ beside this file): `model.pt` (TorchScript), `calib.npz` (a subset of
-the training split, key `input`), `eval.npz` (the held-out test split: `input` and `labels`).
+the training split, key `input`), `train.npz` (the whole training split with `labels`, for the optimizer's
+fine-tune and distillation), `eval.npz` (the held-out test split: `input` and `labels`).
 
 The dense layer is deliberately wide (2048 -> 256, about half a million weights): it is what int8 has
 to shrink, as in real models where most bytes sit in a few large matrices.
@@ -101,6 +102,7 @@ def _train(out: Path, config: TrainConfig) -> TrainResult:
     rng = np.random.default_rng(config.seed)
     calibration = rng.choice(len(x_train), size=min(config.calibration_samples, len(x_train)), replace=False)
     np.savez(out / "calib.npz", input=x_train[np.sort(calibration)])
+    np.savez(out / "train.npz", input=x_train, labels=y_train)  # what pruning's fine-tune and distillation learn from
     np.savez(out / "eval.npz", input=x_test, labels=y_test)
     parameters = sum(p.numel() for p in model.parameters())
     return TrainResult(out, accuracy, parameters, time.perf_counter() - start)

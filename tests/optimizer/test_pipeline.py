@@ -51,7 +51,7 @@ def test_digits_manifest_contract(digits_artifact: Path):
         assert c.within_tolerance == (c.metrics["drop"] <= 0.005 + 1e-7)
     assert manifest.chosen.reason.startswith(f"smallest within tolerance 0.005: {manifest.chosen.candidate}")
     assert manifest.extra["optimizer"]["metric"] == "accuracy"
-    assert sorted(p.name for p in digits_artifact.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in digits_artifact.iterdir()) == ["manifest.json", "model.onnx", "pareto.png", "report.md"]
 
 
 def test_cli_overrides_and_prints_the_table(tiny: Path, tmp_path: Path, capsys):

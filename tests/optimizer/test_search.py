@@ -85,7 +85,8 @@ def test_optimize_with_tolerance_zero_keeps_fp32(tiny: Path, tmp_path: Path):
     by_name = _candidates(folder)
     assert manifest.chosen.candidate == "fp32"
     assert by_name["fp32"].within_tolerance and by_name["fp32"].metrics["drop"] <= NUMERIC_SLACK
-    assert all(not c.within_tolerance and c.metrics["drop"] > 0 for n, c in by_name.items() if n != "fp32")
+    # (candidates skipped as not applicable to TinyNet, e.g. structured pruning, carry no metrics)
+    assert all(not c.within_tolerance and c.metrics["drop"] > 0 for n, c in by_name.items() if n != "fp32" and c.metrics)
     assert manifest.files["model.onnx"].bytes == by_name["fp32"].bytes
 
 

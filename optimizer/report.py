@@ -1,0 +1,152 @@
+"""The artifact's `report.md` and `pareto.png`, from the manifest alone (so `slimserve report` can redo them).
+
+The plot: deployed bytes (log) against the task metric, marker area by p50 latency, hollow markers for
+candidates outside the tolerance, the chosen one ringed, the budget drawn as a vertical line (the model's
+room in the bundle, or --max-bytes) and the tolerance as a horizontal one.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from optimizer.table import print_plain, print_rich
+from shared.artifact import read_manifest
+from shared.errors import ArtifactError
+from shared.manifest import Manifest
+
+REPORT, PARETO = "report.md", "pareto.png"
+
+
+def facts(manifest: Manifest) -> dict[str, dict]:
+    return manifest.extra.get("optimizer", {}).get("candidates", {})
+
+
+def write(folder: Path, manifest: Manifest) -> list[str]:
+    """Write both files into `folder`; returns their names for the manifest's `files`."""
+    (folder / REPORT).write_text(markdown(manifest), encoding="utf-8")
+    plot(manifest, folder / PARETO)
+    return [REPORT, PARETO]
+
+
+def markdown(manifest: Manifest) -> str:
+    info = manifest.extra.get("optimizer", {})
+    metric = info.get("metric", "metric")
+    lines = [
+        f"# {manifest.name} {manifest.version}: optimization report",
+        "",
+        f"target `{manifest.target}` · task {manifest.task} · metric {metric} · tolerance {info.get('tolerance', '?')} "
+        f"· objective {info.get('objective', 'size')}",
+        "",
+        f"**Chosen: {manifest.chosen.candidate}**, placement `{manifest.placement}`, delivery `{manifest.delivery}`.",
+        "",
+        manifest.chosen.reason,
+        "",
+        "| candidate | deployed bytes | inflated bytes | parameters | " + f"{metric} | drop | p50 ms | within tolerance | fits | note |",
+        "|---|---:|---:|---:|---:|---:|---:|:-:|---|---|",
+    ]
+    for c in manifest.candidates:
+        f = facts(manifest).get(c.name, {})
+        name = f"**{c.name}**" if c.name == manifest.chosen.candidate else c.name
+        value = c.metrics.get(metric)
+        lines.append(
+            f"| {name} | {_n(c.bytes)} | {_n(f.get('inflated_bytes'))} | {_n(f.get('parameters'))} | "
+            f"{'-' if value is None else f'{value:.4f}'} | {'-' if 'drop' not in c.metrics else format(c.metrics['drop'], '.4f')} | "
+            f"{f'{c.latency_ms:.3f}' if c.latency_ms else '-'} | {'yes' if c.within_tolerance else 'no'} | "
+            f"{f.get('delivery') or ('-' if not c.bytes else 'no')} | {c.note.replace('|', '/')} |"
+        )
+    lines += ["", "Sizes: *deployed* is the model file as the artifact ships it; a compressed candidate (`.gz`/`.xz`) is",
+              "inflated into /tmp at cold start, so /tmp and memory hold its *inflated* size.", ""]  # fmt: skip
+    lines += _budget_lines(manifest)
+    lines += ["", f"![size vs {metric}]({PARETO})", ""]
+    return "\n".join(lines)
+
+
+def _budget_lines(manifest: Manifest) -> list[str]:
+    budget = manifest.budget
+    if not budget:
+        return []
+    lines = ["## Budget", ""]
+    for room in budget.get("rooms", []):
+        lines.append(
+            f"- {room['measure']} limit {_n(room['limit'])} bytes ({room['what']}) − runtime {_n(room['runtime'])} "
+            f"= **{_n(room['model'])}** bytes for the model"
+        )
+    if budget.get("max_model_bytes") is not None:
+        lines.append(f"- `--max-bytes`: at most **{_n(budget['max_model_bytes'])}** model bytes, whatever the delivery")
+    lines.append(f"- memory {_n(budget.get('memory_bytes'))} bytes, /tmp {_n(budget.get('tmp_bytes'))} bytes, "
+                 f"cold start {budget.get('cold_start_s')} s")  # fmt: skip
+    lines.append(f"- runtime weight: {budget.get('runtime_source', '?')}")
+    a = budget.get("assumptions", {})
+    if a:
+        lines.append("- estimates assume: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:g}" for k, v in a.items()))
+    chosen = budget.get("chosen")
+    if chosen:
+        lines.append(f"- chosen: ~{_n(chosen.get('memory_bytes'))} bytes of memory, ~{chosen.get('cold_start_s', 0):.2f} s cold start (estimates)")
+    return lines
+
+
+def _n(value) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def plot(manifest: Manifest, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a build machine or in a function
+    import matplotlib.pyplot as plt
+
+    info = manifest.extra.get("optimizer", {})
+    metric = info.get("metric", "metric")
+    measured = [c for c in manifest.candidates if c.bytes and metric in c.metrics]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=80)
+    slowest = max((c.latency_ms for c in measured), default=1.0) or 1.0
+    for c in measured:
+        size = 30 + 400 * (c.latency_ms / slowest)
+        style = {"facecolor": "tab:blue" if c.within_tolerance else "none", "edgecolor": "tab:blue"}
+        ax.scatter(c.bytes, c.metrics[metric], s=size, alpha=0.7, **style)
+        ax.annotate(c.name, (c.bytes, c.metrics[metric]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        if c.name == manifest.chosen.candidate:
+            ax.scatter(c.bytes, c.metrics[metric], s=size + 250, facecolor="none", edgecolor="tab:red", linewidth=2,
+                       label=f"chosen: {c.name} ({manifest.placement}, {manifest.delivery})")  # fmt: skip
+    room = _budget_bytes(manifest.budget)
+    if room:
+        ax.axvline(room, color="tab:red", linestyle="--", linewidth=1, label=f"model budget {room / 1e6:,.2f} MB")
+    reference = info.get("reference_metrics", {}).get(metric)
+    if reference is not None and "tolerance" in info:
+        higher_better = metric != "rel_error"
+        line = reference - info["tolerance"] if higher_better else reference + info["tolerance"]
+        ax.axhline(line, color="tab:gray", linestyle=":", linewidth=1, label=f"fp32 {metric} ∓ tolerance")
+    ax.set_xscale("log")
+    ax.set_xlabel("deployed model bytes (log)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{manifest.name} {manifest.version} on {manifest.target}: size vs {metric} (area: p50 latency)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _budget_bytes(budget: dict) -> int | None:
+    rooms = [r["model"] for r in budget.get("rooms", [])]
+    if budget.get("max_model_bytes") is not None:
+        rooms.append(budget["max_model_bytes"])
+    return min(rooms) if rooms else None
+
+
+def report_command(args) -> int:
+    """`slimserve report ARTIFACT`: the candidate table, the choice and the placement, from the manifest."""
+    from optimizer.errors import CliError
+
+    try:
+        manifest = read_manifest(args.artifact)
+    except ArtifactError as exc:
+        raise CliError(exc.message) from None
+    folder = Path(args.artifact)
+    if getattr(args, "quiet", False) or not sys.stdout.isatty():
+        print_plain(manifest, folder, sys.stdout)
+    else:
+        print_rich(manifest, folder)
+    print(f"placement: {manifest.placement}, delivery: {manifest.delivery}")
+    return 0
