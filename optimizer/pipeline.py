@@ -25,6 +25,7 @@ from optimizer.search import Decision, Objective, decide, within_tolerance
 from optimizer.sparse import compression, inflate_to
 from optimizer.spec import TARGETS, Spec, Where, check_tolerance, load_spec
 from optimizer.table import print_plain, print_rich
+from optimizer.timing import paired
 from optimizer.training_spec import Distill
 from shared.artifact import MANIFEST, file_entries, load_artifact, sha256_of, write_manifest
 from shared.inflate import INFLATED
@@ -74,19 +75,21 @@ def optimize(
         calibration = load_dataset(spec, "calibration")
         reference = Reference.of(reference_path, spec.task, load_dataset(spec, "evaluation"), spec.outputs[0].name)
         ctx = registry.StepContext(spec=spec, calibration=calibration, workdir=workdir, progress=progress)
-        results, files, sizes = [], {}, {}
+        results, files, sizes, speedups = [], {}, {}, {}
         with progress.task("candidates", total=len(plan)) as advance:
             for candidate in plan:
                 advance(0, description=f"candidates: {candidate.name}")
-                result, path, size = _try(candidate, reference_path, ctx, reference, timing)
+                # every candidate is timed against fp32 (plan[0]) in alternation; fp32 against itself
+                baseline = files.get(registry.FP32, reference_path)
+                result, path, size, speedup = _try(candidate, reference_path, ctx, reference, timing, baseline)
                 results.append(result)
                 if path is not None:
-                    files[candidate.name], sizes[candidate.name] = path, size
+                    files[candidate.name], sizes[candidate.name], speedups[candidate.name] = path, size, speedup
                 advance(1)
         fits = {name: fit(size, budget) for name, size in sizes.items()}
         decision = decide(results, fits, budget, spec.tolerance, reference.metric, objective)
         extra = _extra(spec, reference, len(calibration), timing, objective)
-        extra["optimizer"]["candidates"] = _facts(files, sizes, fits, decision)
+        extra["optimizer"]["candidates"] = _facts(files, sizes, fits, speedups)
         # fp32 only misses from `files` when its graph optimization failed: the plain export is fp32 too
         model = files.get(decision.choice.candidate, reference_path)
         manifest = _write(folder, spec, model, results, decision, extra, _budget(budget, fits.get(decision.choice.candidate)))
@@ -143,29 +146,39 @@ def _with_distill(spec: Spec, student: str | None) -> Spec:
 
 
 def _try(
-    candidate: registry.Candidate, source: Path, ctx: registry.StepContext, reference: Reference, timing: TimingConfig
-) -> tuple[CandidateResult, Path | None, Footprint | None]:
+    candidate: registry.Candidate,
+    source: Path,
+    ctx: registry.StepContext,
+    reference: Reference,
+    timing: TimingConfig,
+    baseline: Path,
+) -> tuple[CandidateResult, Path | None, Footprint | None, float | None]:
     try:
         path = candidate.build(source, ctx)
         # a compressed candidate runs as the runtime will run it, inflated; it weighs what it ships as
         runnable = inflate_to(path, path.with_suffix(".inflated.onnx")) if compression(path) else path
         with ctx.progress.status(f"evaluating {candidate.name}"):
-            measured = dataclasses.replace(measure(runnable, reference, timing), bytes=path.stat().st_size)
+            measured = measure(runnable, reference, _NO_TIMING)
+            timed = paired(runnable, baseline if candidate.name != registry.FP32 else runnable, reference.data, timing)
     except NotApplicable as exc:  # e.g. structured pruning of a model that is not a Sequential chain
-        return CandidateResult(candidate.name, 0, {}, 0.0, False, f"skipped: {exc}"), None, None
+        return CandidateResult(candidate.name, 0, {}, 0.0, False, f"skipped: {exc}"), None, None, None
     except Exception as exc:  # one broken candidate (a missing kernel, a quantizer bug) must not end the search
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        return CandidateResult(candidate.name, 0, {}, 0.0, False, f"failed: {text}"), None, None
+        return CandidateResult(candidate.name, 0, {}, 0.0, False, f"failed: {text}"), None, None, None
     ops = registry.quantized_ops(runnable)
     note = candidate.description + (f"; {ops}" if ops else "")
     if runnable != path:
         note += f"; {runnable.stat().st_size:,} bytes inflated"
     ok = within_tolerance(measured.metrics["drop"], ctx.spec.tolerance)
-    result = CandidateResult(candidate.name, measured.bytes, measured.metrics, measured.latency_ms, ok, note)
-    return result, path, footprint(path, runnable)
+    result = CandidateResult(candidate.name, path.stat().st_size, measured.metrics, timed.latency_ms, ok, note)
+    return result, path, footprint(path, runnable), timed.speedup
 
 
-def _facts(files: dict[str, Path], sizes: dict[str, Footprint], fits: dict[str, Fit], decision: Decision) -> dict:
+# metrics come from `measure`, latency from `paired` (alternating with fp32): measure's own timing is skipped
+_NO_TIMING = TimingConfig(warmup=0, runs=1, max_seconds=0.0)
+
+
+def _facts(files: dict[str, Path], sizes: dict[str, Footprint], fits: dict[str, Fit], speedups: dict[str, float]) -> dict:
     """Per candidate: what it weighs and holds, and where it would run (report.md, pareto.png, tests)."""
     out = {}
     for name, path in files.items():
@@ -181,6 +194,7 @@ def _facts(files: dict[str, Path], sizes: dict[str, Footprint], fits: dict[str, 
             "fit": where.reason,
             "memory_bytes": where.memory,
             "cold_start_s": round(where.cold_start_s, 3),
+            "speedup_vs_fp32": round(speedups[name], 3),  # median per-round ratio, timed in alternation
         }
     return out
 
@@ -202,7 +216,13 @@ def _extra(spec: Spec, reference: Reference, calibration_samples: int, timing: T
             "reference_metrics": reference.metrics,
             "calibration_samples": calibration_samples,
             "evaluation_samples": len(reference.data),
-            "latency": {"statistic": "p50", "batch": 1, "threads": timing.threads, "onnxruntime": ort.__version__},
+            "latency": {
+                "statistic": "p50",
+                "batch": 1,
+                "threads": timing.threads,
+                "onnxruntime": ort.__version__,
+                "method": "rounds alternating with fp32 (optimizer/timing.py)",
+            },
         }
     }
 

@@ -42,19 +42,26 @@ def markdown(manifest: Manifest) -> str:
         "",
         manifest.chosen.reason,
         "",
-        "| candidate | deployed bytes | inflated bytes | parameters | " + f"{metric} | drop | p50 ms | within tolerance | fits | note |",
-        "|---|---:|---:|---:|---:|---:|---:|:-:|---|---|",
+        "| candidate | deployed bytes | inflated bytes | parameters | " + f"{metric} | drop | p50 ms | speed vs fp32 | within tolerance | fits | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|:-:|---|---|",
     ]
     for c in manifest.candidates:
         f = facts(manifest).get(c.name, {})
         name = f"**{c.name}**" if c.name == manifest.chosen.candidate else c.name
-        value = c.metrics.get(metric)
-        lines.append(
-            f"| {name} | {_n(c.bytes)} | {_n(f.get('inflated_bytes'))} | {_n(f.get('parameters'))} | "
-            f"{'-' if value is None else f'{value:.4f}'} | {'-' if 'drop' not in c.metrics else format(c.metrics['drop'], '.4f')} | "
-            f"{f'{c.latency_ms:.3f}' if c.latency_ms else '-'} | {'yes' if c.within_tolerance else 'no'} | "
-            f"{f.get('delivery') or ('-' if not c.bytes else 'no')} | {c.note.replace('|', '/')} |"
-        )
+        cells = [
+            name,
+            _n(c.bytes or None),
+            _n(f.get("inflated_bytes")),
+            _n(f.get("parameters")),
+            _f(c.metrics.get(metric), ".4f"),
+            _f(c.metrics.get("drop"), ".4f"),
+            _f(c.latency_ms or None, ".3f"),
+            _f(f.get("speedup_vs_fp32"), ".2f", "x"),
+            "yes" if c.within_tolerance else "no",
+            f.get("delivery") or ("no" if f else "-"),
+            c.note.replace("|", "/"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Sizes: *deployed* is the model file as the artifact ships it; a compressed candidate (`.gz`/`.xz`) is",
               "inflated into /tmp at cold start, so /tmp and memory hold its *inflated* size.", ""]  # fmt: skip
     lines += _budget_lines(manifest)
@@ -90,6 +97,10 @@ def _n(value) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+def _f(value, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
 def plot(manifest: Manifest, path: Path) -> None:
     import matplotlib
 
@@ -99,24 +110,31 @@ def plot(manifest: Manifest, path: Path) -> None:
     info = manifest.extra.get("optimizer", {})
     metric = info.get("metric", "metric")
     measured = [c for c in manifest.candidates if c.bytes and metric in c.metrics]
+    higher_better = metric != "rel_error"
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=80)
     slowest = max((c.latency_ms for c in measured), default=1.0) or 1.0
+    labels: dict[tuple, list[str]] = {}  # candidates on the same spot (same bytes and metric) share one label
     for c in measured:
         size = 30 + 400 * (c.latency_ms / slowest)
         style = {"facecolor": "tab:blue" if c.within_tolerance else "none", "edgecolor": "tab:blue"}
         ax.scatter(c.bytes, c.metrics[metric], s=size, alpha=0.7, **style)
-        ax.annotate(c.name, (c.bytes, c.metrics[metric]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        labels.setdefault((round(c.bytes, -2), round(c.metrics[metric], 4)), []).append(c.name)
         if c.name == manifest.chosen.candidate:
             ax.scatter(c.bytes, c.metrics[metric], s=size + 250, facecolor="none", edgecolor="tab:red", linewidth=2,
                        label=f"chosen: {c.name} ({manifest.placement}, {manifest.delivery})")  # fmt: skip
+    for (x, y), names in labels.items():
+        ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    front = _front([(c.bytes, c.metrics[metric]) for c in measured], higher_better)
+    if len(front) > 1:
+        ax.step(*zip(*front), where="post", color="tab:gray", linewidth=0.8, alpha=0.6, label="Pareto front")
     room = _budget_bytes(manifest.budget)
     if room:
         ax.axvline(room, color="tab:red", linestyle="--", linewidth=1, label=f"model budget {room / 1e6:,.2f} MB")
     reference = info.get("reference_metrics", {}).get(metric)
     if reference is not None and "tolerance" in info:
-        higher_better = metric != "rel_error"
         line = reference - info["tolerance"] if higher_better else reference + info["tolerance"]
-        ax.axhline(line, color="tab:gray", linestyle=":", linewidth=1, label=f"fp32 {metric} ∓ tolerance")
+        sign = "−" if higher_better else "+"
+        ax.axhline(line, color="tab:gray", linestyle=":", linewidth=1, label=f"fp32 {metric} {sign} tolerance")
     ax.set_xscale("log")
     ax.set_xlabel("deployed model bytes (log)")
     ax.set_ylabel(metric)
@@ -126,6 +144,16 @@ def plot(manifest: Manifest, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _front(points: list[tuple[int, float]], higher_better: bool) -> list[tuple[int, float]]:
+    """The points no other point beats on both size and metric, smallest first."""
+    front, best = [], None
+    for size, value in sorted(points, key=lambda p: (p[0], -p[1] if higher_better else p[1])):
+        if best is None or (value > best if higher_better else value < best):
+            front.append((size, value))
+            best = value
+    return front
 
 
 def _budget_bytes(budget: dict) -> int | None:

@@ -15,7 +15,7 @@ def rows(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
     names = [m for m in _METRICS if any(m in c.metrics for c in manifest.candidates)]
     # per-candidate sizes and fit, where the optimizer recorded them (optimizer/pipeline.py `_facts`)
     facts = manifest.extra.get("optimizer", {}).get("candidates", {})
-    header = ["candidate", "bytes", "vs fp32", "params", *names, "p50 ms", "ok", "fits", "note"]
+    header = ["candidate", "bytes", "vs fp32", "params", *names, "p50 ms", "speed", "ok", "fits", "note"]
     body = []
     for c in manifest.candidates:
         mark = "*" if c.name == manifest.chosen.candidate else " "
@@ -28,6 +28,7 @@ def rows(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
                 f"{fact['parameters']:,}" if "parameters" in fact else "-",
                 *(f"{c.metrics[m]:.4f}" if m in c.metrics else "-" for m in names),
                 f"{c.latency_ms:.3f}" if c.latency_ms else "-",
+                f"{fact['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in fact else "-",
                 "yes" if c.within_tolerance else "no",
                 (fact.get("delivery") or "no") if fact else "-",
                 c.note,
