@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test bench package offline clean
+.PHONY: demo test bench bundle package offline clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,12 @@ test: $(STAMP) $(NPM_STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
-package: $(NPM_STAMP)
+# The Lambda zip serverless.yml deploys (package.artifact); ARTIFACT defaults to the demo's digits artifact.
+ARTIFACT ?= artifacts/digits/1
+bundle: $(STAMP)
+	$(BIN)/slimserve bundle $(ARTIFACT) --target aws-lambda --out dist/aws-lambda
+
+package: bundle $(NPM_STAMP)
 	node_modules/.bin/osls package
 
 # serverless-offline serving the HTTP function from the source tree (see serverless.offline.yml)

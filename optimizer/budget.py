@@ -17,7 +17,8 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from optimizer.bundle.limits import limits, platform  # infra/limits.py, also where infra is not installed
+from infra import limits
+from infra.limits import platform
 
 MB, MiB = limits.MB, limits.MiB
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from optimizer.errors import DoesNotFit
 
-if TYPE_CHECKING:  # infra may be importable only through optimizer.bundle.limits
+if TYPE_CHECKING:
     from infra.limits import Platform, SizeLimit
 
 PARTS = ("runtime wheels", "code", "model")

@@ -28,7 +28,7 @@ from optimizer.bundle.common import (
     needs_tokenizer,
     prepare_out,
 )
-from optimizer.bundle.limits import platform
+from infra.limits import platform
 from optimizer.bundle.requirements import runtime_pins
 from optimizer.bundle.wheels import wheel_cache
 from optimizer.errors import CliError
