@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("artifacts", nargs="+", metavar="ARTIFACT_DIR")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--api-key", help="require this key (Bearer or x-api-key); visible in ps: prefer SLIMSERVE_API_KEY_FILE")
+    srv.add_argument("--workers", type=int, help="server processes (default: one per CPU)")
+    srv.add_argument("--threads", type=int, help="connections served at once per process (default 32)")
+    srv.add_argument("--ort-threads", type=int, help="onnxruntime intra-op threads per session (default: CPUs / workers)")
+    srv.add_argument("--max-batch-size", type=int, help="dynamic batching: rows concurrent requests share per run (default: the manifest's, else off)")
+    srv.add_argument("--max-queue-delay-ms", type=float, help="dynamic batching: wait this long for a batch to fill (default 0)")
 
     bnd = sub.add_parser("bundle", help="package an artifact for a target: a function bundle checked against the "
                          "platform's limits (exit 1 when over), or sagemaker's model.tar.gz")  # fmt: skip
@@ -88,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             from shared.server import serve
 
             try:
-                serve(args.artifacts, host=args.host, port=args.port)
+                serve(args.artifacts, host=args.host, port=args.port, api_key=args.api_key, workers=args.workers, threads=args.threads,
+                      ort_threads=args.ort_threads, batcher_max_size=args.max_batch_size, batcher_max_delay_ms=args.max_queue_delay_ms)  # fmt: skip
             except ArtifactError as exc:
                 raise CliError(exc.message) from None
+            except ValueError as exc:  # a setting that cannot work (both API key sources, an unreadable key file)
+                raise CliError(str(exc)) from None
             return 0
         if args.command == "bundle":
             return importlib.import_module(BUNDLE_TARGETS[args.target]).bundle_command(args)

@@ -2,23 +2,28 @@
 
 Routes only parse and serialise; every decision lives in `DataPlane`. Every error leaves as
 `{"error": ...}` through `to_status_and_body`, so no client input reaches a 500 or a traceback.
+Around every route: the API key check when one is configured (shared/auth.py), the request id echoed in
+`x-request-id`, one access-log line and the metrics (shared/observe.py, shared/metrics.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Callable, Iterable
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from shared import sagemaker, sagemaker_runtime
+from shared import metrics, openapi, sagemaker, sagemaker_runtime
+from shared.auth import ApiKeys
 from shared.codec import HEADER_LENGTH, header_length_from_content_type
 from shared.config import Settings
 from shared.dataplane import DataPlane
 from shared.errors import Deferred, MalformedRequest, MethodNotAllowed, NotFound, PayloadTooLarge, SlimserveError, to_status_and_body
+from shared.observe import Observer, request_id
 
 log = logging.getLogger("slimserve")
 
@@ -30,6 +35,8 @@ def _rules() -> list[Rule]:
         Rule("/v2", endpoint="server_metadata", methods=["GET"]),
         Rule("/v2/health/live", endpoint="live", methods=["GET"]),
         Rule("/v2/health/ready", endpoint="ready", methods=["GET"]),
+        Rule("/v2/openapi.json", endpoint="openapi", methods=["GET"]),
+        Rule("/metrics", endpoint="metrics", methods=["GET"]),
     ]
     for suffix in ("", _VERSIONED):
         base = "/v2/models/<name>" + suffix
@@ -37,7 +44,7 @@ def _rules() -> list[Rule]:
             Rule(base, endpoint="model_metadata", methods=["GET"]),
             Rule(base + "/ready", endpoint="model_ready", methods=["GET"]),
             Rule(base + "/config", endpoint="model_config", methods=["GET"]),
-            Rule(base + "/infer", endpoint="infer", methods=["POST"]),
+            Rule(base + "/infer", endpoint="infer", methods=["POST"]),  # POST never gets here; other methods: 405
             Rule(base + "/async/<inference_id>", endpoint="poll", methods=["GET"]),
         ]
     # The SageMaker container contract and, for local boto3 clients, the runtime API in front of it.
@@ -62,6 +69,9 @@ class InferenceApp:
     def __init__(self, plane: DataPlane, settings: Settings | None = None):
         self.plane = plane
         self.settings = settings or Settings.resolve()
+        self.auth = ApiKeys.from_settings(self.settings)
+        self.observer = Observer()
+        self._openapi: bytes | None = None
         self.url_map = Map(_rules(), strict_slashes=False, merge_slashes=False)
         self._views: dict[str, Callable[..., Response]] = {
             "server_metadata": lambda req: json_response(self.plane.server_metadata()),
@@ -76,17 +86,45 @@ class InferenceApp:
             "sm_invocations": self._invocations,
             "sm_runtime_invoke": lambda req, endpoint_name: sagemaker_runtime.invoke(self.plane, self.settings, req, endpoint_name, self._read_body),
             "sm_runtime_invoke_async": lambda req, endpoint_name: sagemaker_runtime.invoke_async(self.plane, self.settings, req, endpoint_name),
+            "openapi": self._openapi_document,
+            "metrics": lambda req: Response(self.metrics.render(), mimetype=metrics.CONTENT_TYPE),
         }
 
+    @property
+    def metrics(self) -> metrics.Metrics:
+        return self.observer.metrics
+
+    @metrics.setter
+    def metrics(self, value: metrics.Metrics) -> None:
+        self.observer.metrics = value
+
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
+        start = time.perf_counter()
+        rid = request_id(environ)
+        method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
         # The infer route is the hot path: served from the raw environ, without werkzeug's request,
         # routing and response objects (about 0.25 ms per call on Lambda-sized CPUs). The rest goes
         # through werkzeug, where clarity beats microseconds.
-        if environ.get("REQUEST_METHOD") == "POST":
-            target = _infer_target(environ.get("PATH_INFO", ""))
+        target = _infer_target(path) if method == "POST" else None
+        try:
+            if self.auth is not None:
+                self.auth.check(environ)
             if target is not None:
-                return self._fast_infer(environ, start_response, *target)
+                payload, headers = self._infer_payload(environ, *target)
+                status, wsgi_headers, body = "200 OK", [*headers.items(), ("Content-Length", str(len(payload)))], [payload]
+            else:
+                status, wsgi_headers, body, target = self._routed(environ)
+        except Exception as exc:
+            body, status, wsgi_headers = self._exception_response(exc, method, path).get_wsgi_response(environ)
+        wsgi_headers.append(("x-request-id", rid))
+        start_response(status, wsgi_headers)
+        model, version = self._labels(environ, target)
+        self.observer.done(rid, method, path, int(status[:3]), model, version, start)
+        return body
+
+    def _routed(self, environ: dict):
         request = Request(environ)
+        args: dict = {}
         try:
             endpoint, args = self.url_map.bind_to_environ(environ).match()
             response = self._views[endpoint](request, **args)
@@ -94,15 +132,29 @@ class InferenceApp:
             response = error_response(_from_werkzeug(exc, request))
         except Exception as exc:
             response = self._exception_response(exc, request.method, request.path)
-        return response(environ, start_response)
+        body, status, headers = response.get_wsgi_response(environ)
+        return status, headers, body, (args.get("name"), args.get("version")) if "name" in args else None
 
-    def _fast_infer(self, environ: dict, start_response, name: str, version: str | None) -> Iterable[bytes]:
+    def _labels(self, environ: dict, target: tuple | None) -> tuple[str, str]:
+        """The served model a request was for, or ("", ""): metric labels never hold unknown names."""
+        if target is None and environ.get("PATH_INFO") == "/invocations":
+            name, _, version = environ.get("HTTP_X_AMZN_SAGEMAKER_TARGET_MODEL", "").removesuffix(".tar.gz").partition("/")
+            target = (name, version or None) if name else None
+            if target is None and len(self.plane.repository) == 1:
+                model = next(iter(self.plane.repository))
+                return model.name, model.version
+        if target is None:
+            return "", ""
         try:
-            payload, headers = self._infer_payload(environ, name, version)
-        except Exception as exc:
-            return self._exception_response(exc, "POST", environ.get("PATH_INFO", ""))(environ, start_response)
-        start_response("200 OK", [*headers.items(), ("Content-Length", str(len(payload)))])
-        return [payload]
+            model = self.plane.repository.get(*target)
+        except SlimserveError:
+            return "", ""
+        return model.name, model.version
+
+    def _openapi_document(self, request: Request) -> Response:
+        if self._openapi is None:
+            self._openapi = json.dumps(openapi.build(self.plane.repository, auth=self.auth is not None)).encode()
+        return Response(self._openapi, mimetype="application/json")
 
     def _exception_response(self, exc: Exception, method: str, path: str) -> Response:
         """The one mapping from what a view raised to the response (errors, and 202 for deferred requests)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import ArtifactError
+from shared.external_data import check_external_data
 from shared.manifest import FileEntry, Manifest
 
 MANIFEST = "manifest.json"
@@ -77,6 +78,12 @@ def load_artifact(folder: str | Path, absent_ok: frozenset[str] = frozenset()) -
             raise ArtifactError(
                 f"{folder}: sha256 of {name} is {actual[:12]}..., the manifest says {entry.sha256[:12]}...; refusing to load"
             )
+    # A verified model may still point its weights at a file nobody verified (ONNX external data).
+    root = folder.resolve()
+    listed = {resolve_inside(folder, name).relative_to(root).as_posix() for name in manifest.files}
+    for name in manifest.files:
+        if name.endswith(".onnx") and resolve_inside(folder, name).is_file():
+            check_external_data(folder, name, listed)
     return Artifact(folder=folder, manifest=manifest)
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from shared.datatypes import numpy_dtype, oip_datatype
-from shared.errors import InvalidTensor, MalformedRequest
+from shared.errors import InvalidTensor, LimitExceeded, MalformedRequest
+from shared.limits import Limits
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Where only the Content-Type survives the trip (SageMaker's runtime, Vertex AI's rawPredict), the JSON
@@ -79,17 +80,27 @@ def parse_json(raw: bytes) -> dict:
     return doc
 
 
-def decode_request(body: bytes, header_length: str | None, check_input) -> InferenceRequest:
-    """Decode an infer request; `check_input(name, datatype, shape)` vets each header before its data is read."""
+_NO_LIMITS = Limits(max_elements=2**62, max_request_batch=2**62, max_string_bytes=2**62, max_json_depth=2**62, max_inputs=2**62)
+
+
+def decode_request(body: bytes, header_length: str | None, check_input, limits: Limits | None = None) -> InferenceRequest:
+    """Decode an infer request; `check_input(name, datatype, shape)` vets each header, and `limits` bound
+    it, before its data is read (shared/limits.py)."""
+    limits = limits or _NO_LIMITS
     head, binary = split_body(body, header_length)
+    limits.check_json_depth(head)
     doc = parse_json(head)
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise MalformedRequest("request must have a non-empty 'inputs' list")
-    offset = 0
+    limits.check_count(len(raw_inputs), "inputs")
+    if isinstance(doc.get("outputs"), list):
+        limits.check_count(len(doc["outputs"]), "outputs")
+    offset = elements = 0
     inputs: dict[str, np.ndarray] = {}
     for i, raw in enumerate(raw_inputs):
         name, datatype, shape, params = _tensor_header(raw, f"inputs[{i}]")
+        elements = limits.check_shape(name, shape, elements)
         check_input(name, datatype, shape)
         if name in inputs:
             raise InvalidTensor(f"input {name!r} given more than once")
@@ -101,10 +112,10 @@ def decode_request(body: bytes, header_length: str | None, check_input) -> Infer
                 raise MalformedRequest(
                     f"input {name!r}: binary_data_size {size} runs past the {len(binary)} bytes of binary data"
                 )
-            inputs[name] = _from_binary(name, datatype, shape, binary[offset : offset + size])
+            inputs[name] = _from_binary(name, datatype, shape, binary[offset : offset + size], limits.max_string_bytes)
             offset += size
         elif "data" in raw:
-            inputs[name] = _from_json(name, datatype, shape, raw["data"])
+            inputs[name] = _from_json(name, datatype, shape, raw["data"], limits.max_string_bytes)
         else:
             raise MalformedRequest(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
     if offset != len(binary):
@@ -143,10 +154,10 @@ def _tensor_header(raw: Any, where: str) -> tuple[str, str, list[int], dict]:
     return name, datatype, shape, _params(raw, f"input {name!r}")
 
 
-def _from_binary(name: str, datatype: str, shape: list[int], raw: memoryview) -> np.ndarray:
+def _from_binary(name: str, datatype: str, shape: list[int], raw: memoryview, max_string_bytes: int | None = None) -> np.ndarray:
     count = math.prod(shape)
     if datatype == "BYTES":
-        return deserialize_bytes(raw, count, name).reshape(shape)
+        return deserialize_bytes(raw, count, name, max_string_bytes).reshape(shape)
     dtype = numpy_dtype(datatype)
     if len(raw) != count * dtype.itemsize:
         raise InvalidTensor(
@@ -158,12 +169,12 @@ def _from_binary(name: str, datatype: str, shape: list[int], raw: memoryview) ->
 _KINDS_ACCEPTED = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
 
 
-def _from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
+def _from_json(name: str, datatype: str, shape: list[int], data: Any, max_string_bytes: int | None = None) -> np.ndarray:
     count = math.prod(shape)
     if not isinstance(data, list):
         data = [data]
     if datatype == "BYTES":
-        flat = _flatten_strings(name, data)
+        flat = _flatten_strings(name, data, max_string_bytes)
         if len(flat) != count:
             raise InvalidTensor(f"input {name!r}: shape {shape} needs {count} elements, got {len(flat)}")
         out = np.empty(count, dtype=object)
@@ -183,7 +194,7 @@ def _from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndar
     return array.astype(dtype, copy=False).reshape(shape)
 
 
-def _flatten_strings(name: str, data: list) -> list[bytes]:
+def _flatten_strings(name: str, data: list, max_string_bytes: int | None = None) -> list[bytes]:
     flat: list[bytes] = []
     stack = [iter(data)]
     while stack:
@@ -193,6 +204,8 @@ def _flatten_strings(name: str, data: list) -> list[bytes]:
                 break
             if isinstance(item, str):
                 flat.append(item.encode("utf-8"))
+                if max_string_bytes is not None and len(flat[-1]) > max_string_bytes:
+                    raise LimitExceeded(f"tensor {name!r} has a BYTES element of {len(flat[-1]):,} bytes, over SLIMSERVE_MAX_STRING_BYTES={max_string_bytes:,}")
             else:
                 raise InvalidTensor(f"input {name!r}: BYTES 'data' must hold strings")
         else:
@@ -200,7 +213,11 @@ def _flatten_strings(name: str, data: list) -> list[bytes]:
     return flat
 
 
-def deserialize_bytes(raw: memoryview | bytes, count: int, name: str = "") -> np.ndarray:
+def deserialize_bytes(raw: memoryview | bytes, count: int, name: str = "", max_string_bytes: int | None = None) -> np.ndarray:
+    # Every element costs at least its 4-byte length prefix: a count the bytes cannot hold is refused
+    # before the object array it would size is allocated.
+    if count * 4 > len(raw):
+        raise InvalidTensor(f"input {name!r}: BYTES data ends after {len(raw) // 4:,} of {count:,} elements at most (each needs a 4-byte length)")
     out = np.empty(count, dtype=object)
     pos = 0
     for i in range(count):
@@ -208,6 +225,8 @@ def deserialize_bytes(raw: memoryview | bytes, count: int, name: str = "") -> np
             raise InvalidTensor(f"input {name!r}: BYTES data ends after {i} of {count} elements")
         (n,) = _LEN.unpack_from(raw, pos)
         pos += 4
+        if max_string_bytes is not None and n > max_string_bytes:
+            raise LimitExceeded(f"tensor {name!r} has a BYTES element of {n:,} bytes, over SLIMSERVE_MAX_STRING_BYTES={max_string_bytes:,}")
         if pos + n > len(raw):
             raise InvalidTensor(f"input {name!r}: BYTES element {i} claims {n} bytes past the end")
         out[i] = bytes(raw[pos : pos + n])

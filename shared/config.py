@@ -7,7 +7,7 @@ The README's configuration table lists the same fields.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 ENV_PREFIX = "SLIMSERVE_"
 # Field annotations are strings here (postponed evaluation), so both spellings map to the parser.
@@ -32,6 +32,57 @@ class Settings:
 
     log_level: str = "INFO"
     """Log level of the runtime's logger."""
+
+    # --- hardening: who may call, and how much one request may ask (shared/auth.py, shared/limits.py) ---
+
+    api_key: str = field(default="", repr=False)
+    """When set, every route but `/v2/health/*` and `/ping` needs `Authorization: Bearer <key>` or
+    `x-api-key: <key>` (401 otherwise). Prefer `SLIMSERVE_API_KEY_FILE`: an argument shows in `ps`."""
+
+    api_key_file: str = ""
+    """A file holding the accepted API key(s), one per line (two during a rotation); read at start."""
+
+    max_elements: int = 4_194_304
+    """Most tensor elements in one request, all inputs together (413 above); checked on the tensor
+    headers, before any data is decoded."""
+
+    max_request_batch: int = 1024
+    """Largest first dimension (batch) of any input of one request (413 above)."""
+
+    max_string_bytes: int = 65_536
+    """Longest element of a BYTES tensor, in bytes (413 above)."""
+
+    max_json_depth: int = 32
+    """Deepest nesting of arrays and objects in a JSON body, checked by a scan before it is parsed (400)."""
+
+    max_inputs: int = 64
+    """Most tensors in a request's `inputs` (and names in its `outputs`) list (413 above)."""
+
+    nan_policy: str = ""
+    """`allow` or `reject` NaN/Inf in floating-point inputs (400); empty follows the manifest's
+    `extra.nan_policy`, else `allow`."""
+
+    # --- the server: `slimserve serve` (shared/workers.py, shared/httpserver.py, shared/batcher.py) -----
+
+    workers: int = 0
+    """Server processes sharing the listening socket; 0: one per CPU this process may run on."""
+
+    threads: int = 32
+    """Connections one server process serves at once (a thread each); more wait in the listen backlog."""
+
+    keepalive_s: float = 5.0
+    """Seconds an idle keep-alive connection is kept open (and the most a request's headers may take)."""
+
+    batcher_max_size: int = 0
+    """Dynamic batcher of the server: most rows that concurrent requests share one onnxruntime run with;
+    0 follows the manifest's `extra.batching` (`{"max_batch_size": 8, "max_queue_delay_ms": 2}`), else off."""
+
+    batcher_max_delay_ms: float = 0.0
+    """How long a run waits for more requests to fill its batch; 0 runs at once with what is queued (the
+    batch still grows while a run is in progress). Used with `SLIMSERVE_BATCHER_MAX_SIZE`."""
+
+    log_format: str = "json"
+    """`json`: one JSON object per log line (request id, model, version, status, latency); `text`."""
 
     # --- placement: where a model runs (shared/placement.py, shared/router.py) ---------------------
 

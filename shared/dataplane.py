@@ -9,6 +9,7 @@ import onnxruntime as ort
 from shared import codec
 from shared.codec import InferenceRequest, InferenceResponse
 from shared.errors import InvalidTensor
+from shared.limits import Limits, nan_policy, reject_non_finite
 from shared.model import Model
 from shared.repository import ModelRepository
 
@@ -23,8 +24,11 @@ def _slimserve_version() -> str:
 
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository):
+    def __init__(self, repository: ModelRepository, limits: Limits | None = None, nan_setting: str = ""):
         self.repository = repository
+        self.limits = limits or Limits()
+        # Resolved once per model at start, so a bad policy fails the cold start, not a request.
+        self._reject_nan = {(m.name, m.version) for m in repository if nan_policy(nan_setting, m.manifest.extra, m.name) == "reject"}
         self._server_metadata = {
             "name": "slimserve",
             "version": _slimserve_version(),
@@ -56,7 +60,7 @@ class DataPlane:
         return True
 
     def decode(self, model: Model, body: bytes, header_length: str | None) -> InferenceRequest:
-        request = codec.decode_request(body, header_length, model.check_input)
+        request = codec.decode_request(body, header_length, model.check_input, self.limits)
         model.check_complete(list(request.inputs))
         return request
 
@@ -69,6 +73,9 @@ class DataPlane:
             unknown = [n for n, _ in wanted if n not in known]
             if unknown:
                 raise InvalidTensor(f"unknown output(s) {', '.join(unknown)}; model {model.name!r} has {', '.join(known)}")
+        self.limits.check_tensors(request.inputs)  # again for bodies decoded elsewhere (.npy); cheap
+        if (model.name, model.version) in self._reject_nan:
+            reject_non_finite(model.name, request.inputs)
         results, parameters = model.answer(request.inputs)
         return InferenceResponse(
             model_name=model.name,

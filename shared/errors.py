@@ -2,12 +2,14 @@
 
     SlimserveError (500)
     ├── ClientError (400)
-    │   ├── MalformedRequest (400)   body is not the protocol: bad JSON, bad binary framing
+    │   ├── MalformedRequest (400)   body is not the protocol: bad JSON, bad binary framing, nested too deep
+    │   ├── Unauthorized (401)       no or a wrong API key; carries WWW-Authenticate
     │   ├── InvalidTensor (400)      a tensor's name, datatype, shape or element count is wrong
     │   ├── NotFound (404)           unknown model or version, unknown route
     │   ├── MethodNotAllowed (405)
     │   ├── NotAcceptable (406)      `Accept` names a type we cannot answer in
     │   ├── PayloadTooLarge (413)    body over SLIMSERVE_MAX_BODY_BYTES (or the endpoint's sync limit)
+    │   │   └── LimitExceeded (413)  a request limit of shared/limits.py: elements, batch, string, inputs
     │   ├── UnsupportedMediaType (415)
     │   ├── RejectedByEndpoint (400) the remote endpoint refused input that passed our checks
     │   └── RecordError (400)        a batch input that is no readable input: bad format, bad key/URI
@@ -56,12 +58,23 @@ class NotFound(ClientError):
     status = HTTPStatus.NOT_FOUND
 
 
+class Unauthorized(ClientError):
+    status = HTTPStatus.UNAUTHORIZED
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="slimserve"'}
+
+
 class MethodNotAllowed(ClientError):
     status = HTTPStatus.METHOD_NOT_ALLOWED
 
 
 class PayloadTooLarge(ClientError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class LimitExceeded(PayloadTooLarge):
+    """The message names the setting that bounds it, so an operator knows which knob to turn."""
 
 
 class NotAcceptable(ClientError):

@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 from shared.config import Settings
-from shared.errors import ArtifactError, NotFound
+from shared.errors import ArtifactError, MalformedRequest, NotFound
 from shared.fetch import localize
+from shared.manifest import NAME_PATTERN, VERSION_PATTERN
 from shared.model import Model
 from shared.placement import load_model
 
@@ -27,6 +28,12 @@ class ModelRepository:
         versions[model.version] = model
 
     def get(self, name: str, version: str | None = None) -> Model:
+        # Names come from URLs, headers and object keys: refuse what no manifest could name before it is
+        # looked up or echoed (no traversal, no control characters in logs).
+        if not NAME_PATTERN.match(name):
+            raise MalformedRequest(f"model name {name[:64]!r} must match {NAME_PATTERN.pattern}")
+        if version is not None and not VERSION_PATTERN.match(version):
+            raise MalformedRequest(f"model version {version[:64]!r} must match {VERSION_PATTERN.pattern}")
         versions = self._models.get(name)
         if not versions:
             raise NotFound(f"unknown model {name!r}")

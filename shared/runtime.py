@@ -9,15 +9,22 @@ from pathlib import Path
 from shared.app import InferenceApp
 from shared.config import Settings
 from shared.dataplane import DataPlane
+from shared.limits import Limits
+from shared.observe import JsonFormatter
 from shared.repository import ModelRepository
 
 log = logging.getLogger("slimserve")
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, fmt: str = "text") -> None:
+    """A stderr handler on the `slimserve` logger unless something (powertools' Logger in Lambda, a test's
+    capture) already handles it; `fmt` json writes one JSON object per line (shared/observe.py)."""
     if not log.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        if fmt == "json":
+            handler.setFormatter(JsonFormatter())
+        else:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
     log.setLevel(level.upper())
 
@@ -25,9 +32,9 @@ def configure_logging(level: str) -> None:
 def build_app(default_folder: Path | str, settings: Settings | None = None, **overrides) -> InferenceApp:
     """Load every artifact named by SLIMSERVE_ARTIFACT (or `default_folder`) and wrap them in the app."""
     settings = settings or Settings.resolve(**overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     repository = ModelRepository.from_settings(settings, Path(default_folder))
-    return InferenceApp(DataPlane(repository), settings)
+    return InferenceApp(DataPlane(repository, Limits.from_settings(settings), settings.nan_policy), settings)
 
 
 def app_from_folders(folders: list[str], **overrides) -> InferenceApp:
