@@ -96,7 +96,7 @@ def decide(
     why = fits[closest.name].reason if closest.name in fits else "not measured"
     faithful = "within tolerance" if ok else "at all (none within tolerance)"
     reason = (
-        f"no candidate {faithful} fits a {budget.target} function; placed on the endpoint serving {best.name}. "
+        f"no candidate {faithful} fits a function on {budget.target}; placed on the endpoint serving {best.name}. "
         f"Closest: {closest.name} ({closest.bytes:,} bytes, {metric} drop {closest.metrics['drop']:.3f}): {why}"
     )
     return Decision(Choice(best.name, reason), "endpoint", "bundle", closest.name)

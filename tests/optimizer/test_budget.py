@@ -89,7 +89,7 @@ def test_decide_never_returns_nothing_and_names_the_closest():
     fits = {r.name: fit(Footprint(r.bytes, r.bytes, r.bytes), budget) for r in results}
     decision = decide(results, fits, budget, 0.01, "accuracy")
     assert (decision.placement, decision.closest, decision.choice.candidate) == ("endpoint", "int8", "int8")
-    assert "no candidate within tolerance fits a test function" in decision.choice.reason
+    assert "no candidate within tolerance fits a function on test" in decision.choice.reason
     assert "int8 (10,000,000 bytes, accuracy drop 0.004)" in decision.choice.reason and "--max-bytes 100" in decision.choice.reason
     nothing = decide([CandidateResult("fp32", 0, {}, 0.0, False, "failed: x")], {}, budget, 0.01, "accuracy")
     assert nothing.placement == "endpoint" and nothing.choice.candidate == "fp32"
