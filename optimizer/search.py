@@ -83,11 +83,11 @@ def decide(
         choice = choose([r for r in results if r.name in fitting or not r.within_tolerance], tolerance, metric, objective)
         fit = fits[choice.candidate]
         where = (
-            f"in the {budget.target} bundle"
+            f"fits in the {budget.target} bundle"
             if fit.delivery == "bundle"
             else f"fetched into /tmp at cold start (~{fit.cold_start_s:.1f} s), too big for the {budget.target} bundle: {fit.reason}"
         )
-        return Decision(Choice(choice.candidate, f"{choice.reason}; fits {where}"), "function", fit.delivery)
+        return Decision(Choice(choice.candidate, f"{choice.reason}; {where}"), "function", fit.delivery)
     pool = ok or [r for r in results if "drop" in r.metrics]
     best = min(pool, key=_KEYS[objective]) if pool else None
     closest = min(pool, key=lambda r: (r.bytes, r.metrics["drop"])) if pool else None
