@@ -10,10 +10,11 @@ import numpy as np
 import onnxruntime as ort
 
 from shared import inflate
-from shared.artifact import Artifact
+from shared.artifact import Artifact, resolve_inside
 from shared.datatypes import OIP_TO_NUMPY
-from shared.errors import InvalidTensor, translate_onnxruntime_error
+from shared.errors import ArtifactError, InvalidTensor, translate_onnxruntime_error
 from shared.manifest import Manifest, TensorSpec
+from shared.text import TextConfig, TextEncoder
 
 log = logging.getLogger("slimserve")
 
@@ -46,13 +47,14 @@ def session_options(threads: int) -> ort.SessionOptions:
 class Model:
     manifest: Manifest
     session: ort.InferenceSession
+    text: TextEncoder | None = None  # text models: the BYTES input becomes the graph's token tensors
 
     @classmethod
     def load(cls, artifact: Artifact, threads: int = 0, providers: str = "") -> "Model":
         chosen = choose_providers(providers)
         path = inflate.model_path(artifact)  # the file itself, or its inflated copy when it ships compressed
         session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=chosen)
-        model = cls(manifest=artifact.manifest, session=session)
+        model = cls(manifest=artifact.manifest, session=session, text=_text_encoder(artifact))
         if model.provider != chosen[0]:
             # onnxruntime-gpu without a usable driver/cuDNN drops to CPU with only its own C++ log line.
             log.warning("model %s asked for %s but onnxruntime runs it on %s", model.name, chosen[0], model.provider)
@@ -81,7 +83,10 @@ class Model:
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on already-decoded tensors checked against the signature."""
-        feed = {spec.name: inputs[spec.name] for spec in self.inputs}
+        if self.text is not None:
+            feed = self.text.encode(inputs[self.text.config.input])
+        else:
+            feed = {spec.name: inputs[spec.name] for spec in self.inputs}
         try:
             results = self.session.run(None, feed)
         except Exception as exc:  # onnxruntime raises its own pybind types only
@@ -116,6 +121,20 @@ class Model:
 
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
+
+
+def _text_encoder(artifact: Artifact) -> TextEncoder | None:
+    config = TextConfig.from_extra(artifact.manifest.extra)
+    if config is None:
+        return None
+    if config.tokenizer not in artifact.manifest.files:  # listed means sha256-checked by load_artifact
+        raise ArtifactError(f"manifest: extra.text.tokenizer {config.tokenizer!r} is not listed in files")
+    if not any(s.name == config.input and s.datatype == "BYTES" for s in artifact.manifest.inputs):
+        raise ArtifactError(f"manifest: extra.text.input {config.input!r} is not a BYTES input of the model")
+    try:
+        return TextEncoder.load(config, resolve_inside(artifact.folder, config.tokenizer))
+    except ImportError:
+        raise ArtifactError(f"model {artifact.manifest.name!r} takes text: the runtime needs the tokenizers package (slimserve[text])") from None
 
 
 def numpy_for(spec: TensorSpec) -> np.dtype:
