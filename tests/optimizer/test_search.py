@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from optimizer import candidates as registry
 from optimizer.evaluate import primary_metric, task_metrics, with_drop
 from optimizer.pipeline import optimize
 from optimizer.search import NUMERIC_SLACK, choose, within_tolerance
@@ -80,7 +81,9 @@ def _candidates(folder: Path) -> dict[str, CandidateResult]:
 
 def test_optimize_with_tolerance_zero_keeps_fp32(tiny: Path, tmp_path: Path):
     # embedding cosine of an int8 model is below 1 however good it is: tolerance 0 cannot be met
-    folder = optimize(tiny, out=tmp_path / "art", tolerance=0.0, quiet=True, timing=FAST_TIMING)
+    # (fp16 moves TinyNet's cosine by less than NUMERIC_SLACK, so it is left out of this question)
+    plan = tuple(name for name in registry.REGISTRY if name != "fp16")
+    folder = optimize(tiny, out=tmp_path / "art", tolerance=0.0, quiet=True, timing=FAST_TIMING, candidates=plan)
     manifest = load_artifact(folder).manifest
     by_name = _candidates(folder)
     assert manifest.chosen.candidate == "fp32"
