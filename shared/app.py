@@ -72,6 +72,7 @@ class InferenceApp:
         self.auth = ApiKeys.from_settings(self.settings)
         self.observer = Observer()
         self._openapi: bytes | None = None
+        self._label_cache: dict[tuple, tuple[str, str]] = {}
         self.url_map = Map(_rules(), strict_slashes=False, merge_slashes=False)
         self._views: dict[str, Callable[..., Response]] = {
             "server_metadata": lambda req: json_response(self.plane.server_metadata()),
@@ -145,11 +146,14 @@ class InferenceApp:
                 return model.name, model.version
         if target is None:
             return "", ""
-        try:
-            model = self.plane.repository.get(*target)
-        except SlimserveError:
-            return "", ""
-        return model.name, model.version
+        labels = self._label_cache.get(target)
+        if labels is None:
+            try:
+                model = self.plane.repository.get(*target)
+            except SlimserveError:
+                return "", ""
+            labels = self._label_cache[target] = (model.name, model.version)  # served names only: bounded
+        return labels
 
     def _openapi_document(self, request: Request) -> Response:
         if self._openapi is None:

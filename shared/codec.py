@@ -187,11 +187,23 @@ def _from_json(name: str, datatype: str, shape: list[int], data: Any, max_string
         raise InvalidTensor(f"input {name!r}: 'data' is not a regular nested list of numbers") from None
     if array.size != count:
         raise InvalidTensor(f"input {name!r}: shape {shape} needs {count} elements, got {array.size}")
+    if array.dtype.kind == "f" and dtype.kind == "u":
+        array = _exact_unsigned(name, datatype, data, dtype)
     if array.dtype.kind not in _KINDS_ACCEPTED[dtype.kind]:
         raise InvalidTensor(f"input {name!r}: 'data' holds values that are not {datatype}")
     if dtype.kind in "iu" and array.size and (array.min() < np.iinfo(dtype).min or array.max() > np.iinfo(dtype).max):
         raise InvalidTensor(f"input {name!r}: values out of range for {datatype}")
     return array.astype(dtype, copy=False).reshape(shape)
+
+
+def _exact_unsigned(name: str, datatype: str, data: list, dtype: np.dtype) -> np.ndarray:
+    # numpy reads [0, 2**63] as float64 (no signed type holds both), which would round the large one.
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in np.array(data, dtype=object).reshape(-1)):
+        raise InvalidTensor(f"input {name!r}: 'data' holds values that are not {datatype}")
+    try:
+        return np.array(data, dtype=dtype)
+    except OverflowError:
+        raise InvalidTensor(f"input {name!r}: values out of range for {datatype}") from None
 
 
 def _flatten_strings(name: str, data: list, max_string_bytes: int | None = None) -> list[bytes]:

@@ -7,7 +7,8 @@ environ once and writes the response in one `sendall`: tens of microseconds.
 
 Deliberately strict, since it faces clients directly:
   - Content-Length or `Transfer-Encoding: chunked`, never both, nothing else (request smuggling);
-    a header name with whitespace or `_` (spoofs CGI names), obsolete line folding: 400;
+    a header name with whitespace, obsolete line folding: 400; a name with `_` is dropped, since in the
+    environ it would pass for its `-` twin (`X_Api_Key` for `X-Api-Key`), as gunicorn and nginx do;
   - request line <= 8 KiB (414), headers <= 100 lines and 64 KiB (431), all within `keepalive_s`;
   - a body the app did not read to its end closes the connection instead of being parsed as a request;
   - at most `threads` connections at once: the accept loop stops taking more, they wait in the backlog
@@ -19,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import socket
 import sys
 import threading
@@ -212,8 +214,10 @@ class HttpServer:
             if raw[:1] in (b" ", b"\t"):
                 raise _Refused(400, "obsolete header line folding is not accepted")
             name, colon, value = raw.decode("latin-1").partition(":")
-            if not colon or not name or name != name.strip() or "_" in name or " " in name:
+            if not colon or not name or name != name.strip() or " " in name or "\t" in name:
                 raise _Refused(400, "malformed header line")
+            if "_" in name:
+                continue
             key = name.upper().replace("-", "_")
             key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
             value = value.strip()
@@ -292,7 +296,8 @@ class HttpServer:
 
     def _send_error(self, conn: socket.socket, status: int, message: str) -> None:
         body = json.dumps({"error": message}).encode()
-        head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nDate: {_date()}\r\nServer: slimserve\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nDate: {_date()}\r\nServer: slimserve\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nx-request-id: {os.urandom(8).hex()}\r\nConnection: close\r\n\r\n")
         try:
             conn.sendall(head.encode("latin-1") + body)
         except OSError:

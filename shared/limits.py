@@ -29,6 +29,7 @@ NAN_POLICIES = ("allow", "reject")
 # A JSON string, escapes included; stripped before counting brackets, since "[[[" inside a string nests nothing.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_CHUNK = 1 << 14
 _DEPTH_STEP = np.zeros(256, dtype=np.int8)
 _DEPTH_STEP[list(b"[{")] = 1
 _DEPTH_STEP[list(b"]}")] = -1
@@ -57,11 +58,13 @@ class Limits:
         if raw.count(b"[") + raw.count(b"{") <= self.max_json_depth:
             return
         brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-        if not brackets:
-            return
-        depth = int(np.cumsum(_DEPTH_STEP[np.frombuffer(brackets, dtype=np.uint8)], dtype=np.int32).max())
-        if depth > self.max_json_depth:
-            raise MalformedRequest(f"request JSON is nested too deeply: {depth:,} levels, over SLIMSERVE_MAX_JSON_DEPTH={self.max_json_depth:,}")
+        depth = deepest = 0
+        for start in range(0, len(brackets), _CHUNK):  # in slices, so the scan's own arrays stay small
+            steps = _DEPTH_STEP[np.frombuffer(brackets, dtype=np.uint8, count=min(_CHUNK, len(brackets) - start), offset=start)]
+            running = np.cumsum(steps, dtype=np.int32) + depth
+            deepest, depth = max(deepest, int(running.max())), int(running[-1])
+        if deepest > self.max_json_depth:
+            raise MalformedRequest(f"request JSON is nested too deeply: {deepest:,} levels, over SLIMSERVE_MAX_JSON_DEPTH={self.max_json_depth:,}")
 
     def check_count(self, count: int, what: str) -> None:
         if count > self.max_inputs:

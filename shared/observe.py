@@ -35,20 +35,42 @@ def request_id(environ: dict) -> str:
 
 
 class Observer:
-    """What every request leaves behind: a metrics sample and, at INFO, one access-log line."""
+    """What every request leaves behind: a metrics sample and, at INFO, one access-log line.
+
+    The line goes through `logging` (so powertools formats it in Lambda), about 70 us of CPU on a small
+    machine; the server, which owns its stderr and writes JSON, sets `direct_fd` and writes the same line
+    itself with one `os.write` (atomic below PIPE_BUF, so workers' lines never interleave).
+    """
 
     def __init__(self, metrics: Metrics | None = None):
         self.metrics = metrics or Metrics()
+        self.direct_fd: int | None = None
 
     def done(self, rid: str, method: str, path: str, status: int, model: str, version: str, start: float) -> None:
         seconds = time.perf_counter() - start
         self.metrics.observe_request(model, version, status, seconds)
         if access_log.isEnabledFor(logging.INFO):
             # JSON escapes whatever the client put in the path, so it cannot forge a line; it is only cut short.
-            access_log.info(
-                "request",
-                extra={"request_id": rid, "method": method, "path": path[:200], "status": status, "model": model, "version": version, "duration_ms": round(seconds * 1000, 3)},
-            )
+            fields = {"request_id": rid, "method": method, "path": path[:200], "status": status, "model": model, "version": version, "duration_ms": round(seconds * 1000, 3)}
+            if self.direct_fd is None:
+                access_log.info("request", extra=fields)
+                return
+            now = time.time()
+            line = {"time": _timestamp(now), "level": "INFO", "logger": access_log.name, "message": "request", **fields}
+            try:
+                os.write(self.direct_fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
+            except OSError:  # a full non-blocking pipe: the line is lost, the request is not
+                pass
+
+
+_second = [-1, ""]
+
+
+def _timestamp(created: float) -> str:
+    second = int(created)
+    if _second[0] != second:  # strftime once a second, not once a line
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int((created - second) * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,7 +78,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "time": _timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -68,5 +90,3 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, separators=(",", ":"), default=str)
-
-    converter = time.gmtime

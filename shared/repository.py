@@ -28,15 +28,15 @@ class ModelRepository:
         versions[model.version] = model
 
     def get(self, name: str, version: str | None = None) -> Model:
-        # Names come from URLs, headers and object keys: refuse what no manifest could name before it is
-        # looked up or echoed (no traversal, no control characters in logs).
-        if not NAME_PATTERN.match(name):
-            raise MalformedRequest(f"model name {name[:64]!r} must match {NAME_PATTERN.pattern}")
-        if version is not None and not VERSION_PATTERN.match(version):
-            raise MalformedRequest(f"model version {version[:64]!r} must match {VERSION_PATTERN.pattern}")
         versions = self._models.get(name)
         if not versions:
+            # Names come from URLs, headers and object keys: what no manifest could name is refused as such,
+            # and never echoed whole (no traversal, no control characters in logs).
+            if not NAME_PATTERN.match(name):
+                raise MalformedRequest(f"model name {name[:64]!r} must match {NAME_PATTERN.pattern}")
             raise NotFound(f"unknown model {name!r}")
+        if version is not None and version not in versions and not VERSION_PATTERN.match(version):
+            raise MalformedRequest(f"model version {version[:64]!r} must match {VERSION_PATTERN.pattern}")
         if version is None:
             # The highest version answers unversioned requests; numeric versions compare as numbers.
             return versions[max(versions, key=_version_key)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from dataclasses import replace
 
 from shared import batcher
@@ -60,6 +61,8 @@ def serve(folders: list[str], host: str = "127.0.0.1", port: int = 8080, **overr
 def prepare(app: InferenceApp, metrics_folder: str | None = None) -> InferenceApp:
     """What only a server adds to the app: the dynamic batcher, metrics shared between workers."""
     app.metrics = Metrics(metrics_folder)
+    if app.settings.log_format == "json":
+        app.observer.direct_fd = sys.stderr.fileno()
     for name in batcher.install(app, app.settings, app.metrics):
         log.info("dynamic batching on for %s", name)
     return app

@@ -7,8 +7,8 @@ onnxruntime session's thread pool does not survive a fork, and a failed load is 
 worker that hit it.
 
     supervisor   binds, forks N workers, waits until each reports "ok" (or an error, which stops all),
-                 restarts a worker that dies while serving (unless workers die within 1 s of starting, a
-                 crash loop), and on SIGTERM/SIGINT stops them all gracefully
+                 restarts a worker that dies while serving (unless that happened 5 times in 30 s: a crash
+                 loop), and on SIGTERM/SIGINT stops them all gracefully
     worker       builds the app, serves until SIGTERM, finishes the requests in progress
 
 Connections are spread by `Balance`: a worker holding more connections than the least busy one lets
@@ -34,7 +34,7 @@ from shared.httpserver import HttpServer
 
 log = logging.getLogger("slimserve")
 
-_RESTART_WINDOW_S = 1.0
+_RESTARTS, _RESTART_WINDOW_S = 5, 30.0  # more restarts than this within the window: a crash loop, stop
 
 
 def default_workers() -> int:
@@ -74,7 +74,8 @@ def serve_workers(make_app: Callable[[str | None], Callable], sock: socket.socke
     folder = tempfile.mkdtemp(prefix="slimserve-metrics-")
     balance = Balance(workers)
     ready_r, ready_w = os.pipe()
-    children: dict[int, tuple[int, float]] = {}  # pid -> (slot, started at)
+    children: dict[int, int] = {}  # pid -> slot
+    restarts: list[float] = []
     stopping = []
 
     def spawn(slot: int) -> None:
@@ -83,7 +84,7 @@ def serve_workers(make_app: Callable[[str | None], Callable], sock: socket.socke
             os.close(ready_r)
             code = _worker(make_app, folder, sock, slot, balance, server_options, ready_w)
             os._exit(code)
-        children[pid] = (slot, time.monotonic())
+        children[pid] = slot
 
     previous = {s: signal.signal(s, lambda signum, frame: stopping.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -99,12 +100,14 @@ def serve_workers(make_app: Callable[[str | None], Callable], sock: socket.socke
             if pid == 0:
                 time.sleep(0.2)
                 continue
-            slot, started = children.pop(pid)
+            slot = children.pop(pid)
             balance.counts[slot] = -1
             if stopping:
                 break
-            if time.monotonic() - started < _RESTART_WINDOW_S:
-                raise RuntimeError(f"worker {slot} died {os.waitstatus_to_exitcode(status)} within {_RESTART_WINDOW_S:.0f} s of starting; stopping")
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < _RESTART_WINDOW_S] + [now]
+            if len(restarts) > _RESTARTS:
+                raise RuntimeError(f"workers died {len(restarts)} times within {_RESTART_WINDOW_S:.0f} s; stopping")
             log.warning("worker %d (pid %d) exited with %d; starting another", slot, pid, os.waitstatus_to_exitcode(status))
             spawn(slot)
             _await_ready(ready_r, 1, children)
@@ -152,7 +155,7 @@ def _await_ready(ready_r: int, count: int, children: dict, timeout_s: float = 60
             for pid in list(children):
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
-                    slot, _ = children.pop(pid)
+                    slot = children.pop(pid)
                     raise RuntimeError(f"worker {slot} exited with {os.waitstatus_to_exitcode(status)} before it was ready")
             continue
         buffered += os.read(ready_r, 4096)

@@ -51,8 +51,14 @@ def http(event: dict, context) -> dict:
     """API Gateway HTTP API (payload 2.0) -> OIP v2 response; binary bodies travel base64 both ways."""
     start = time.perf_counter()
     response = serverless_wsgi.handle_request(app, event, context)
-    metrics.add_metric(name="Failed" if response["statusCode"] >= 400 else "Succeeded", unit=MetricUnit.Count, value=1)
+    status = response["statusCode"]
+    # All in the one EMF line log_metrics prints per invocation: errors by status as their own metric
+    # (Error413...), the request id as a property to find the request's log lines by.
+    metrics.add_metric(name="Failed" if status >= 400 else "Succeeded", unit=MetricUnit.Count, value=1)
+    if status >= 400:
+        metrics.add_metric(name=f"Error{status}", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - start) * 1000)
+    metrics.add_metadata(key="request_id", value=(response.get("headers") or {}).get("x-request-id", ""))
     return response
 
 
@@ -72,6 +78,8 @@ def batch(event: dict, context) -> dict:
     metrics.add_metric(name="Succeeded", unit=MetricUnit.Count, value=len(report.succeeded))
     metrics.add_metric(name="Failed", unit=MetricUnit.Count, value=len(report.failed) + len(unwrapped.rejected))
     metrics.add_metric(name="InferenceLatency", unit=MetricUnit.Milliseconds, value=report.inference_s * 1000)
+    metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(report.outcomes))
+    metrics.add_metric(name="Runs", unit=MetricUnit.Count, value=report.runs)
 
     def verdict(record) -> None:  # powertools calls it per message and builds the partial response
         if record.message_id in failed:
