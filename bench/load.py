@@ -5,7 +5,7 @@
 1. MiniLM int8, batch 1 (8 token ids): the raw onnxruntime limit (W processes x 1 intra-op thread calling
    `session.run` in a tight loop, W = the server's default worker count), then `slimserve serve` at its
    defaults without and with the dynamic batcher, `--clients` concurrent keep-alive clients each; the
-   three legs alternate twice and each figure is the sum over both rounds, so a neighbour's load on
+   three legs alternate twice and each figure is the mean of both rounds, so a neighbour's load on
    this shared machine lands on all three alike. Printed as ratios to the raw limit.
 2. Soak: the digits artifact and the MiniLM artifact (batcher on), `--clients` clients for `--soak-s`
    seconds each: requests/s, p50/p95/p99, errors, RSS of the server's processes at start, at 1 min and at
@@ -123,17 +123,29 @@ def http_request(path: str, body: bytes, header_length: int | None = None) -> by
 # --- requests --------------------------------------------------------------------------------------
 
 
-def minilm_feed(rows: int = 1, tokens: int = 8) -> dict[str, np.ndarray]:
-    """A short sentence's worth of token ids ([CLS] ... [SEP]); the values do not change the cost."""
-    ids = np.array([[101, 1037, 2158, 2003, 5983, 2833, 1012, 102][:tokens]] * rows, dtype=np.int64)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+SENTENCE = "A man is eating food."
+TOKEN_IDS = [101, 1037, 2158, 2003, 5983, 2833, 1012, 102]  # SENTENCE through MiniLM's tokenizer, [CLS] .. [SEP]
 
 
-def minilm_request(model: str) -> bytes:
+def token_feed(names: list[str]) -> dict[str, np.ndarray]:
+    """Batch-1 token ids of SENTENCE under a graph's input names (ids, attention mask, token types)."""
+    ids = np.array([TOKEN_IDS], dtype=np.int64)
+    return {n: np.ones_like(ids) if "mask" in n else np.zeros_like(ids) if "type" in n else ids for n in names}
+
+
+def minilm_request(artifact: Path) -> bytes:
+    """Token ids in the binary extension for a token-id artifact; the sentence itself for a text artifact."""
     from shared.codec import encode_request
 
-    body, header_length = encode_request(minilm_feed(), binary_output=True)
-    return http_request(f"/v2/models/{model}/infer", body, header_length)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    path = f"/v2/models/{manifest['name']}/infer"
+    inputs = manifest["inputs"]
+    if [i["datatype"] for i in inputs] == ["BYTES"]:
+        body = {"inputs": [{"name": inputs[0]["name"], "datatype": "BYTES", "shape": [1], "data": [SENTENCE]}],
+                "parameters": {"binary_data_output": True}}  # fmt: skip
+        return http_request(path, json.dumps(body).encode())
+    body, header_length = encode_request(token_feed([i["name"] for i in inputs]), binary_output=True)
+    return http_request(path, body, header_length)
 
 
 def digits_request(model: str) -> bytes:
@@ -152,7 +164,7 @@ def _raw_loop(model_path: str, seconds: float, ready, go, out) -> None:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
-    feed = minilm_feed()
+    feed = token_feed([i.name for i in session.get_inputs()])
     for _ in range(20):
         session.run(None, feed)
     ready.release()
@@ -254,11 +266,11 @@ def compare(minilm: Path, clients: int, seconds: float, batch: int) -> dict:
     from shared.workers import default_workers
 
     workers = default_workers()
-    request = minilm_request(_model_name(minilm))
+    request = minilm_request(minilm)
     totals = {"raw": 0.0, "plain": 0.0, "batched": 0.0}
     detail: dict[str, list] = {"plain": [], "batched": []}
     for _ in range(2):  # alternating rounds: a neighbour's burst lands on every leg alike
-        totals["raw"] += raw_limit(minilm / "model.onnx", workers, seconds / 2)
+        totals["raw"] += raw_limit(minilm / _model_file(minilm), workers, seconds / 2)
         for leg, extra in (("plain", ()), ("batched", ("--max-batch-size", str(batch)))):
             server = Server(minilm, *extra)
             try:
@@ -297,6 +309,10 @@ def _model_name(artifact: Path) -> str:
     return json.loads((artifact / "manifest.json").read_text())["name"]
 
 
+def _model_file(artifact: Path) -> str:
+    return json.loads((artifact / "manifest.json").read_text())["model_file"]
+
+
 def ensure_digits(folder: Path) -> None:
     if (folder / "manifest.json").exists():
         return
@@ -329,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         report["soak_digits"] = s = soak(args.digits, digits_request(_model_name(args.digits)), args.clients, args.soak_s)
         _print_soak("digits", s)
     if have_minilm and "minilm" not in args.skip:
-        report["soak_minilm"] = s = soak(args.minilm, minilm_request(_model_name(args.minilm)), args.clients, args.soak_s, "--max-batch-size", str(args.batch))
+        report["soak_minilm"] = s = soak(args.minilm, minilm_request(args.minilm), args.clients, args.soak_s, "--max-batch-size", str(args.batch))
         _print_soak("MiniLM (batcher on)", s)
     print(json.dumps(report, indent=2))
     return 0

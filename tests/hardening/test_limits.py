@@ -137,3 +137,33 @@ def test_a_deep_body_is_refused_before_json_parses_it():
     assert _peak_bytes(lambda: decode_request(body, None, lambda *a: None, Limits())) < 4 * len(body)
     with pytest.raises(MalformedRequest, match="100,001 levels, over SLIMSERVE_MAX_JSON_DEPTH=32"):
         decode_request(body, None, lambda *a: None, Limits())
+
+
+# --- object keys in events ---------------------------------------------------------------------------
+
+
+def _sqs(*keys: str) -> dict:
+    records = [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "in"}, "object": {"key": key}}} for key in keys]
+    return {"Records": [{"messageId": f"m{i}", "body": json.dumps({"Records": [r]})} for i, r in enumerate(records)]}
+
+
+def test_object_keys_that_leave_their_prefix_or_name_no_model_fail_alone(tmp_path):
+    """An encoded `..` in an S3 key, or a folder name no manifest could have, fails that record (400) before
+    any read; the good record beside it is answered."""
+    from shared.batch import BatchRunner
+    from shared.config import Settings
+    from shared.runtime import build_app
+    from shared.s3_notifications import unwrap_sqs
+
+    tiny, other = write_tiny_artifact(tmp_path / "tiny"), write_tiny_artifact(tmp_path / "other", name="other")
+    (tmp_path / "in" / "incoming" / "tiny").mkdir(parents=True)
+    np.save(tmp_path / "in" / "incoming" / "tiny" / "ok.npy", np.ones((1, 4), np.float32))
+    settings = Settings.resolve(artifact=f"{tiny},{other}", output=f"file://{tmp_path}/out")
+    runner = BatchRunner(build_app(tiny, settings).plane, settings)
+    records = unwrap_sqs(_sqs("incoming/..%2F..%2Fetc%2Fpasswd.npy", "incoming/Evil%24Name/x.npy")).records
+    records.append(type(records[0]).from_uri(f"file://{tmp_path}/in/incoming/tiny/ok.npy", id="good"))
+    report = runner.run(records)
+    outcomes = {o.record.id: o for o in report.outcomes}
+    assert (outcomes["m0"].status, "'..' segment" in outcomes["m0"].error) == (400, True)
+    assert (outcomes["m1"].status, "model name 'Evil$Name' must match" in outcomes["m1"].error) == (400, True)
+    assert outcomes["good"].ok and not (tmp_path / "etc").exists()
