@@ -34,7 +34,9 @@ def free_port() -> int:
 
 
 def start_server(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "optimizer.cli", "serve", str(ARTIFACT), "--port", str(port)], cwd=ROOT)
+    # Access logs (one JSON line per request) would bury the result; warnings and errors still show.
+    env = {**os.environ, "SLIMSERVE_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "optimizer.cli", "serve", str(ARTIFACT), "--port", str(port)], cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
