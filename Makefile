@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test bench bundle package offline clean
+.PHONY: demo test bench load bundle package offline clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP) $(NPM_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# bounded load and soak on loopback (8 clients x 60 s per artifact); not part of make test
+load: $(STAMP)
+	$(BIN)/python bench/load.py
 
 # The Lambda zip serverless.yml deploys (package.artifact); ARTIFACT defaults to the demo's digits artifact.
 ARTIFACT ?= artifacts/digits/1
