@@ -92,13 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from shared.errors import ArtifactError
             from shared.server import serve
+            from shared.workers import WorkersFailed
 
             try:
                 serve(args.artifacts, host=args.host, port=args.port, api_key=args.api_key, workers=args.workers, threads=args.threads,
                       ort_threads=args.ort_threads, batcher_max_size=args.max_batch_size, batcher_max_delay_ms=args.max_queue_delay_ms)  # fmt: skip
             except ArtifactError as exc:
                 raise CliError(exc.message) from None
-            except ValueError as exc:  # a setting that cannot work (both API key sources, an unreadable key file)
+            except (ValueError, WorkersFailed) as exc:  # a setting that cannot work (two API key sources), a crash loop
                 raise CliError(str(exc)) from None
             return 0
         if args.command == "bundle":

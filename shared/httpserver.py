@@ -99,7 +99,7 @@ class HttpServer:
                 continue
             if self.balance is not None and not self.balance.may_accept():
                 self._slots.release()
-                time.sleep(0.002)  # let a less busy worker take the next connection
+                time.sleep(0.01)  # let a less busy worker take the next connection
                 continue
             try:
                 conn, addr = self.sock.accept()

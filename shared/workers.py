@@ -34,6 +34,10 @@ from shared.httpserver import HttpServer
 
 log = logging.getLogger("slimserve")
 
+class WorkersFailed(RuntimeError):
+    """The workers cannot be kept running (a crash loop, or one that exited before it was ready)."""
+
+
 _RESTARTS, _RESTART_WINDOW_S = 5, 30.0  # more restarts than this within the window: a crash loop, stop
 
 
@@ -107,7 +111,7 @@ def serve_workers(make_app: Callable[[str | None], Callable], sock: socket.socke
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < _RESTART_WINDOW_S] + [now]
             if len(restarts) > _RESTARTS:
-                raise RuntimeError(f"workers died {len(restarts)} times within {_RESTART_WINDOW_S:.0f} s; stopping")
+                raise WorkersFailed(f"workers died {len(restarts)} times within {_RESTART_WINDOW_S:.0f} s; stopping")
             log.warning("worker %d (pid %d) exited with %d; starting another", slot, pid, os.waitstatus_to_exitcode(status))
             spawn(slot)
             _await_ready(ready_r, 1, children)
@@ -149,14 +153,14 @@ def _await_ready(ready_r: int, count: int, children: dict, timeout_s: float = 60
     buffered, deadline = b"", time.monotonic() + timeout_s
     while count:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"workers did not report ready within {timeout_s:.0f} s")
+            raise WorkersFailed(f"workers did not report ready within {timeout_s:.0f} s")
         readable, _, _ = select.select([ready_r], [], [], 0.5)
         if not readable:
             for pid in list(children):
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     slot = children.pop(pid)
-                    raise RuntimeError(f"worker {slot} exited with {os.waitstatus_to_exitcode(status)} before it was ready")
+                    raise WorkersFailed(f"worker {slot} exited with {os.waitstatus_to_exitcode(status)} before it was ready")
             continue
         buffered += os.read(ready_r, 4096)
         while b"\n" in buffered:
