@@ -86,7 +86,7 @@ class Model:
         if self.text is not None:
             feed = self.text.encode(inputs[self.text.config.input])
         else:
-            feed = {spec.name: inputs[spec.name] for spec in self.inputs}
+            feed = {spec.name: _onnx_strings(inputs[spec.name], spec.name) if spec.datatype == "BYTES" else inputs[spec.name] for spec in self.inputs}
         try:
             results = self.session.run(None, feed)
         except Exception as exc:  # onnxruntime raises its own pybind types only
@@ -139,3 +139,11 @@ def _text_encoder(artifact: Artifact) -> TextEncoder | None:
 
 def numpy_for(spec: TensorSpec) -> np.dtype:
     return OIP_TO_NUMPY[spec.datatype]
+
+
+def _onnx_strings(array: np.ndarray, name: str) -> np.ndarray:
+    """ONNX strings are UTF-8 text: onnxruntime would turn a `bytes` element into its repr ("b'...'")."""
+    try:
+        return np.vectorize(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v, otypes=[object])(array)
+    except UnicodeDecodeError:
+        raise InvalidTensor(f"input {name!r}: BYTES elements must be UTF-8 text for this model") from None

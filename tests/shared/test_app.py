@@ -89,3 +89,36 @@ def test_body_without_content_length_is_capped(client):
 def test_compressed_bodies_are_refused_clearly(client):
     response = client.post("/v2/models/tiny/infer", data=b"\x1f\x8b", headers={"Content-Encoding": "gzip"})
     assert response.status_code == 400 and "Content-Encoding" in response.json["error"]
+
+
+def test_string_inputs_reach_the_graph_as_text(tmp_path):
+    """A model with a native ONNX string input gets UTF-8 text, not the repr of Python bytes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from shared.artifact import file_entries, write_manifest
+    from shared.manifest import Choice, Manifest, TensorSpec
+
+    folder = tmp_path / "echo"
+    folder.mkdir()
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["same"])],
+        "echo",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["n"])],
+        [helper.make_tensor_value_info("same", TensorProto.STRING, ["n"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, folder / "model.onnx")
+    write_manifest(folder, Manifest(
+        name="echo", version="1", task="regression", model_file="model.onnx", files=file_entries(folder, ["model.onnx"]),
+        inputs=(TensorSpec("text", "BYTES", (-1,)),), outputs=(TensorSpec("same", "BYTES", (-1,)),), chosen=Choice("fp32", "test"),
+    ))  # fmt: skip
+    client = Client(app_from_folders([str(folder)]))
+    body = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["hi", "héllo"]}]})
+    response = client.post("/v2/models/echo/infer", data=body)
+    assert response.status_code == 200, response.json
+    assert response.json["outputs"][0]["data"] == ["hi", "héllo"]
+    bad = b'{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":5}}]}'
+    response = client.post("/v2/models/echo/infer", data=bad + b"\x01\0\0\0\xff", headers={"Inference-Header-Content-Length": str(len(bad))})
+    assert response.status_code == 400 and "UTF-8" in response.json["error"]
