@@ -10,8 +10,6 @@ every channel, which slimserve does not have. ExportedPrograms (`.pt2`) and ONNX
 
 from __future__ import annotations
 
-import contextlib
-import io
 import warnings
 from pathlib import Path
 
@@ -20,8 +18,8 @@ import torch
 from torch import nn
 
 from optimizer.errors import NotApplicable
-from optimizer.export import OPSET
-from optimizer.signature import check_signature, example_inputs
+from optimizer import export
+from optimizer.signature import check_signature
 from optimizer.spec import Spec
 
 # what a chain may hold: layers with weights, and layers that keep the channel axis as it is
@@ -114,22 +112,8 @@ def parameters(module: nn.Module) -> int:
 
 
 def export_module(module: nn.Module, spec: Spec, dst: Path) -> Path:
-    """The same export as the fp32 reference (legacy exporter, the spec's names and dynamic axes)."""
-    module.eval()
-    args = tuple(torch.from_numpy(a) for a in example_inputs(spec.inputs).values())
-    dynamic = {t.name: {a: f"{t.name}_{a}" for a, s in enumerate(t.shape) if s == -1} for t in spec.inputs + spec.outputs}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            str(dst),
-            input_names=[t.name for t in spec.inputs],
-            output_names=[t.name for t in spec.outputs],
-            dynamic_axes={name: axes for name, axes in dynamic.items() if axes},
-            opset_version=OPSET,
-            dynamo=False,
-        )
+    """The same export as the fp32 reference, then the same signature check."""
+    export.export_module(module, spec, dst)
     check_signature(dst, spec)
     return dst
 

@@ -68,6 +68,14 @@ def _export_torchscript(spec: Spec, dst: Path) -> None:
             module = torch.jit.load(str(spec.source.path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError with a C++ backtrace
         raise where.error(f"is not a TorchScript file torch.jit.load can read: {_first_line(exc)}") from None
+    export_module(module, spec, dst)
+
+
+def export_module(module: "torch.nn.Module", spec: Spec, dst: Path) -> None:
+    """The legacy exporter with the spec's names and dynamic axes. The fp32 reference and every torch-side
+    candidate (pruned, distilled) go through this one call, so their graphs share names and axes."""
+    import torch
+
     module.eval()
     args = tuple(torch.from_numpy(a) for a in example_inputs(spec.inputs).values())
     dynamic = {t.name: {axis: f"{t.name}_{axis}" for axis, s in enumerate(t.shape) if s == -1} for t in spec.inputs + spec.outputs}
