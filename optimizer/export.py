@@ -21,12 +21,16 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
 from optimizer.errors import SpecError
 from optimizer.signature import check_signature, example_inputs
 from optimizer.spec import Spec
+
+if TYPE_CHECKING:  # torch loads only when an export runs
+    import torch
 
 OPSET = 18  # the dynamo exporter's lowest; the legacy one is pinned to it too so both paths agree
 

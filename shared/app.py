@@ -19,7 +19,7 @@ from werkzeug.wrappers import Request, Response
 
 from shared import metrics, openapi, sagemaker, sagemaker_runtime
 from shared.auth import ApiKeys
-from shared.codec import HEADER_LENGTH, header_length_from_content_type
+from shared.codec import header_length_from_content_type
 from shared.config import Settings
 from shared.dataplane import DataPlane
 from shared.errors import Deferred, MalformedRequest, MethodNotAllowed, NotFound, PayloadTooLarge, SlimserveError, to_status_and_body
