@@ -5,35 +5,20 @@ queue, through IAM); Azure's HTTP function needs a function key; GCP deploys wit
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import zipfile
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.osls import ABSENT, OSLS, packaged_template
 
-OSLS = ROOT / "node_modules" / ".bin" / "osls"
 ISSUER, AUDIENCE = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example", "client-123"
 
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> dict:
     if not OSLS.exists():
-        pytest.skip("node_modules/.bin/osls is absent; run `npm ci` (make test does)")
-    service = tmp_path_factory.mktemp("service")
-    shutil.copy(ROOT / "serverless.yml", service)
-    shutil.copy(ROOT / "package.json", service)
-    (service / "dist" / "aws-lambda").mkdir(parents=True)
-    with zipfile.ZipFile(service / "dist" / "aws-lambda" / "slimserve.zip", "w") as zf:
-        zf.writestr("placeholder.txt", "osls only hashes the zip")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_SHARED_CREDENTIALS_FILE=str(service / "none"), AWS_CONFIG_FILE=str(service / "none"))
-    params = [f"--param=jwtIssuerUrl={ISSUER}", f"--param=jwtAudience={AUDIENCE}"]
-    proc = subprocess.run([str(OSLS), "package", "--package", str(service / "out"), *params], cwd=service, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads((service / "out" / "cloudformation-template-update-stack.json").read_text())
+        pytest.skip(ABSENT)
+    return packaged_template(tmp_path_factory.mktemp("service"), f"jwtIssuerUrl={ISSUER}", f"jwtAudience={AUDIENCE}")
 
 
 def of_type(template: dict, kind: str) -> dict[str, dict]:

@@ -8,34 +8,17 @@ The zip is a placeholder (osls only hashes it); tests/functions/aws/test_package
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import zipfile
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-OSLS = ROOT / "node_modules" / ".bin" / "osls"
+from tests.osls import ABSENT, OSLS, packaged_template
 
-pytestmark = pytest.mark.skipif(not OSLS.exists(), reason="node_modules/.bin/osls is absent; run `npm ci` (make test does)")
+pytestmark = pytest.mark.skipif(not OSLS.exists(), reason=ABSENT)
 
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> dict:
-    service = tmp_path_factory.mktemp("service")
-    shutil.copy(ROOT / "serverless.yml", service)
-    shutil.copy(ROOT / "package.json", service)
-    (service / "dist" / "aws-lambda").mkdir(parents=True)
-    with zipfile.ZipFile(service / "dist" / "aws-lambda" / "slimserve.zip", "w") as zf:
-        zf.writestr("placeholder.txt", "osls only hashes the zip")
-    out = service / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_SHARED_CREDENTIALS_FILE=str(service / "none"), AWS_CONFIG_FILE=str(service / "none"))
-    proc = subprocess.run([str(OSLS), "package", "--package", str(out)], cwd=service, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads((out / "cloudformation-template-update-stack.json").read_text())
+    return packaged_template(tmp_path_factory.mktemp("service"))
 
 
 def resource(template: dict, kind: str) -> dict:
