@@ -37,18 +37,30 @@ def linear_softmax_onnx(in_features: int = 4, classes: int = 3, seed: int = 0) -
     return model
 
 
-def write_tiny_artifact(folder: Path, name: str = "tiny", version: str = "1", in_features: int = 4, classes: int = 3) -> Path:
+def save_artifact(folder: Path, model: onnx.ModelProto, name: str, inputs, outputs, task: str = "classification", version: str = "1") -> Path:
+    """`model` as a one-file artifact: model.onnx + a manifest with its sha256 and the given signature."""
     folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(linear_softmax_onnx(in_features, classes), folder / "model.onnx")
+    onnx.save(model, folder / "model.onnx")
     manifest = Manifest(
         name=name,
         version=version,
-        task="classification",
+        task=task,
         model_file="model.onnx",
         files=file_entries(folder, ["model.onnx"]),
-        inputs=(TensorSpec("input", "FP32", (-1, in_features)),),
-        outputs=(TensorSpec("logits", "FP32", (-1, classes)), TensorSpec("probs", "FP32", (-1, classes))),
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
         chosen=Choice("fp32", "test fixture"),
     )
     write_manifest(folder, manifest)
     return folder
+
+
+def write_tiny_artifact(folder: Path, name: str = "tiny", version: str = "1", in_features: int = 4, classes: int = 3) -> Path:
+    return save_artifact(
+        folder,
+        linear_softmax_onnx(in_features, classes),
+        name,
+        [TensorSpec("input", "FP32", (-1, in_features))],
+        [TensorSpec("logits", "FP32", (-1, classes)), TensorSpec("probs", "FP32", (-1, classes))],
+        version=version,
+    )

@@ -7,8 +7,8 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from shared.artifact import file_entries, write_manifest
-from shared.manifest import Choice, Manifest, TensorSpec
+from shared.manifest import TensorSpec
+from tests.helpers import save_artifact
 
 
 def write_word_count_artifact(folder: Path, name: str = "words") -> Path:
@@ -22,21 +22,7 @@ def write_word_count_artifact(folder: Path, name: str = "words") -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     model.ir_version = 9
     onnx.checker.check_model(model)
-    onnx.save(model, folder / "model.onnx")
-    write_manifest(
-        folder,
-        Manifest(
-            name=name,
-            version="1",
-            task="regression",
-            model_file="model.onnx",
-            files=file_entries(folder, ["model.onnx"]),
-            inputs=(TensorSpec("text", "BYTES", (-1,)),),
-            outputs=(TensorSpec("count", "INT64", (-1,)),),
-            chosen=Choice("fp32", "test fixture"),
-        ),
-    )
-    return folder
+    return save_artifact(folder, model, name, [TensorSpec("text", "BYTES", (-1,))], [TensorSpec("count", "INT64", (-1,))], task="regression")
 
 
 def write_lookup_artifact(folder: Path, name: str = "lookup", rows: int = 10) -> Path:
@@ -57,18 +43,4 @@ def write_lookup_artifact(folder: Path, name: str = "lookup", rows: int = 10) ->
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    onnx.save(model, folder / "model.onnx")
-    write_manifest(
-        folder,
-        Manifest(
-            name=name,
-            version="1",
-            task="embedding",
-            model_file="model.onnx",
-            files=file_entries(folder, ["model.onnx"]),
-            inputs=(TensorSpec("idx", "INT64", (-1, 1)),),
-            outputs=(TensorSpec("emb", "FP32", (-1, 1, 3)),),
-            chosen=Choice("fp32", "test fixture"),
-        ),
-    )
-    return folder
+    return save_artifact(folder, model, name, [TensorSpec("idx", "INT64", (-1, 1))], [TensorSpec("emb", "FP32", (-1, 1, 3))], task="embedding")

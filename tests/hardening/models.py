@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from shared.artifact import file_entries, write_manifest
-from shared.manifest import Choice, Manifest, TensorSpec
-from tests.helpers import write_tiny_artifact
+from shared.artifact import file_entries
+from shared.manifest import TensorSpec
+from tests.helpers import save_artifact, write_tiny_artifact
 
 
 def write_echo_artifact(folder: Path, name: str = "echo") -> Path:
@@ -26,13 +26,7 @@ def write_echo_artifact(folder: Path, name: str = "echo") -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, folder / "model.onnx")
-    manifest = Manifest(name=name, version="1", task="regression", model_file="model.onnx", files=file_entries(folder, ["model.onnx"]),
-                        inputs=(TensorSpec("text", "BYTES", (-1,)),), outputs=(TensorSpec("text_out", "BYTES", (-1,)),),
-                        chosen=Choice("fp32", "test fixture"))  # fmt: skip
-    write_manifest(folder, manifest)
-    return folder
+    return save_artifact(folder, model, name, [TensorSpec("text", "BYTES", (-1,))], [TensorSpec("text_out", "BYTES", (-1,))], task="regression")
 
 
 def with_extra(folder: Path, **extra) -> Path:

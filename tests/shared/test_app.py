@@ -93,27 +93,9 @@ def test_compressed_bodies_are_refused_clearly(client):
 
 def test_string_inputs_reach_the_graph_as_text(tmp_path):
     """A model with a native ONNX string input gets UTF-8 text, not the repr of Python bytes."""
-    import onnx
-    from onnx import TensorProto, helper
+    from tests.hardening.models import write_echo_artifact
 
-    from shared.artifact import file_entries, write_manifest
-    from shared.manifest import Choice, Manifest, TensorSpec
-
-    folder = tmp_path / "echo"
-    folder.mkdir()
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["text"], ["same"])],
-        "echo",
-        [helper.make_tensor_value_info("text", TensorProto.STRING, ["n"])],
-        [helper.make_tensor_value_info("same", TensorProto.STRING, ["n"])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, folder / "model.onnx")
-    write_manifest(folder, Manifest(
-        name="echo", version="1", task="regression", model_file="model.onnx", files=file_entries(folder, ["model.onnx"]),
-        inputs=(TensorSpec("text", "BYTES", (-1,)),), outputs=(TensorSpec("same", "BYTES", (-1,)),), chosen=Choice("fp32", "test"),
-    ))  # fmt: skip
+    folder = write_echo_artifact(tmp_path / "echo")
     client = Client(app_from_folders([str(folder)]))
     body = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["hi", "héllo"]}]})
     response = client.post("/v2/models/echo/infer", data=body)
