@@ -135,7 +135,7 @@ def token_feed(names: list[str]) -> dict[str, np.ndarray]:
 
 def minilm_request(artifact: Path) -> bytes:
     """Token ids in the binary extension for a token-id artifact; the sentence itself for a text artifact."""
-    from shared.codec import encode_request
+    from shared.protocol.codec import encode_request
 
     manifest = json.loads((artifact / "manifest.json").read_text())
     path = f"/v2/models/{manifest['name']}/infer"
@@ -263,7 +263,7 @@ def warm(port: int, request: bytes, clients: int) -> None:
 
 
 def compare(minilm: Path, clients: int, seconds: float, batch: int) -> dict:
-    from shared.workers import default_workers
+    from shared.server.workers import default_workers
 
     workers = default_workers()
     request = minilm_request(minilm)

@@ -29,7 +29,7 @@ from optimizer.data import load_dataset  # noqa: E402
 from optimizer.evaluate import Reference, run_model, task_metrics  # noqa: E402
 from optimizer.export import export_fp32  # noqa: E402
 from optimizer.spec import load_spec  # noqa: E402
-from shared.model import session_options  # noqa: E402
+from shared.serving.local import session_options  # noqa: E402
 
 DEFAULT = ("fp32", "int8-static-qdq-minmax", "int8-static-qdq-entropy", "int8-static-qdq-percentile")
 VARIANTS = {

@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             return report_command(args)
         if args.command == "serve":
             from shared.errors import ArtifactError
-            from shared.server import serve
-            from shared.workers import WorkersFailed
+            from shared.server.serve import serve
+            from shared.server.workers import WorkersFailed
 
             try:
                 serve(args.artifacts, host=args.host, port=args.port, api_key=args.api_key, workers=args.workers, threads=args.threads,

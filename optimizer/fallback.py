@@ -29,7 +29,7 @@ import onnx
 
 from optimizer import candidates as registry
 from optimizer.evaluate import run_model, task_metrics, with_drop
-from shared.manifest import CandidateResult
+from shared.artifact.manifest import CandidateResult
 
 SUFFIX = "+fallback"
 

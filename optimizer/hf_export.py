@@ -28,7 +28,7 @@ import torch
 
 from optimizer.export import OPSET, _first_line, _quiet
 from optimizer.spec import Spec, Where
-from shared.text import TextConfig, TextEncoder
+from shared.serving.text import TextConfig, TextEncoder
 
 TOKENIZER = "tokenizer.json"
 # Model types whose positions are 0..n-1: passing them explicitly keeps the graph's shapes symbolic.

@@ -31,9 +31,9 @@ from optimizer.table import print_plain, print_rich
 from optimizer.text_artifact import ship_text_files, text_extra
 from optimizer.timing import paired
 from optimizer.training_spec import Distill
-from shared.artifact import MANIFEST, file_entries, load_artifact, sha256_of, write_manifest
-from shared.inflate import INFLATED
-from shared.manifest import CandidateResult, Manifest
+from shared.artifact.loading import MANIFEST, file_entries, load_artifact, sha256_of, write_manifest
+from shared.artifact.inflate import INFLATED
+from shared.artifact.manifest import CandidateResult, Manifest
 
 MODEL_FILE = "model.onnx"
 
@@ -245,7 +245,7 @@ def _write(folder: Path, spec: Spec, model: Path, results, decision: Decision, e
         model_file = f"{MODEL_FILE}.{packed}" if packed else MODEL_FILE
         shutil.copyfile(model, staging / model_file)
         shipped = [model_file, *ship_text_files(spec, staging)]
-        if packed:  # what the runtime checks the inflated copy against (shared/inflate.py)
+        if packed:  # what the runtime checks the inflated copy against (shared/artifact/inflate.py)
             inflated = model.with_suffix(".inflated.onnx")
             extra = {**extra, INFLATED: {"sha256": sha256_of(inflated), "bytes": inflated.stat().st_size}}
         manifest = Manifest(

@@ -19,7 +19,7 @@ import numpy as np
 
 from optimizer.data import LABELS
 from optimizer.spec import Spec, Where
-from shared.text import TextEncoder
+from shared.serving.text import TextEncoder
 
 
 @dataclass(frozen=True, eq=False)

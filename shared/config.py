@@ -33,7 +33,7 @@ class Settings:
     log_level: str = "INFO"
     """Log level of the runtime's logger."""
 
-    # --- hardening: who may call, and how much one request may ask (shared/auth.py, shared/limits.py) ---
+    # --- hardening: who may call, and how much one request may ask (shared/http/auth.py, shared/protocol/limits.py) ---
 
     api_key: str = field(default="", repr=False)
     """When set, every route but `/v2/health/*` and `/ping` needs `Authorization: Bearer <key>` or
@@ -62,7 +62,7 @@ class Settings:
     """`allow` or `reject` NaN/Inf in floating-point inputs (400); empty follows the manifest's
     `extra.nan_policy`, else `allow`."""
 
-    # --- the server: `slimserve serve` (shared/workers.py, shared/httpserver.py, shared/batcher.py) -----
+    # --- the server: `slimserve serve` (shared/server/workers.py, shared/server/httpserver.py, shared/serving/batcher.py) -----
 
     workers: int = 0
     """Server processes sharing the listening socket; 0: one per CPU this process may run on."""
@@ -84,7 +84,7 @@ class Settings:
     log_format: str = "json"
     """`json`: one JSON object per log line (request id, model, version, status, latency); `text`."""
 
-    # --- placement: where a model runs (shared/placement.py, shared/router.py) ---------------------
+    # --- placement: where a model runs (shared/boot/placement.py, shared/remote/model.py) ---------------------
 
     placement: str = ""
     """`function` or `endpoint` forces where every model runs; empty follows each manifest's `placement`."""
@@ -148,7 +148,7 @@ class Settings:
     """The asynchronous endpoint (SageMaker serves a config either real-time or async, never both);
     empty: `SLIMSERVE_ENDPOINT_NAME`, which suits only the local server."""
 
-    # --- batch: event-triggered inference over stored objects (shared/batch.py) ---------------------
+    # --- batch: event-triggered inference over stored objects (shared/batch/core.py) ---------------------
 
     output: str = ""
     """Prefix that batch results are written under: `s3://bucket/prefix`, `gs://...`, `azure://container/...`

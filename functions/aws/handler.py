@@ -2,7 +2,7 @@
 notifications -> the shared batch core.
 
 The model loads here, at import, i.e. in Lambda's init phase: once per execution environment, never per
-request (with SnapStart, once per published version: shared/snapstart.py refreshes what must not be
+request (with SnapStart, once per published version: shared/boot/snapstart.py refreshes what must not be
 shared). A failure to load (no artifact, sha256 mismatch, bad manifest) propagates, so Lambda reports
 an init error instead of serving a broken function.
 
@@ -21,10 +21,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
-from shared import snapstart
-from shared.batch import BatchRunner
-from shared.runtime import build_app
-from shared.s3_notifications import unwrap_sqs
+from shared.boot import snapstart
+from shared.batch.core import BatchRunner
+from shared.boot.build import build_app
+from shared.batch.s3_sqs import unwrap_sqs
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ARTIFACT = BUNDLE_ROOT / "artifact"

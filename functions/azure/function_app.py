@@ -2,7 +2,7 @@
 
     http      route v2/{*route}; host.json's routePrefix "" keeps the paths /v2/... (not /api/v2/...)
     on_blob   a new blob under %SLIMSERVE_INPUT_CONTAINER% -> the batch core, the blob's bytes inline
-    on_queue  a message on %SLIMSERVE_INPUT_QUEUE% -> the batch core (what a message may be: shared/events.py)
+    on_queue  a message on %SLIMSERVE_INPUT_QUEUE% -> the batch core (what a message may be: shared/batch/trigger.py)
 
 A failed record raises: the host retries it and after host.json's maxDequeueCount moves it to the
 `<queue>-poison` queue (blobs: `webjobs-blobtrigger-poison`), our dead-letter queue.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import azure.functions as func
 
-from shared import events
-from shared.runtime import build_app
+from shared.batch import trigger as events
+from shared.boot.build import build_app
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 STORAGE = "AzureWebJobsStorage"

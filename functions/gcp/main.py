@@ -4,7 +4,7 @@
     on_storage_event  google.cloud.storage.object.v1.finalized -> the batch core on gs://<bucket>/<name>
 
 The model loads at import, once per instance. `artifact/` at the bundle root (beside `functions/`) is the
-default; SLIMSERVE_ARTIFACT overrides. Retry semantics of the event target: `shared/events.py`.
+default; SLIMSERVE_ARTIFACT overrides. Retry semantics of the event target: `shared/batch/trigger.py`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ if str(BUNDLE_ROOT) not in sys.path:
 import functions_framework  # noqa: E402
 from werkzeug.wrappers import Response  # noqa: E402
 
-from shared import events  # noqa: E402
-from shared.runtime import build_app  # noqa: E402
+from shared.batch import trigger as events
+from shared.boot.build import build_app  # noqa: E402
 
 app = build_app(BUNDLE_ROOT / "artifact")
 batch = events.BatchTrigger(app.plane)

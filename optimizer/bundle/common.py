@@ -10,10 +10,10 @@ from pathlib import Path
 import functions
 import shared
 from optimizer.errors import CliError, SpecError
-from shared.artifact import MANIFEST, load_artifact, read_manifest
+from shared.artifact.loading import MANIFEST, load_artifact, read_manifest
 from shared.errors import ArtifactError
-from shared.manifest import Manifest
-from shared.text import TEXT
+from shared.artifact.manifest import Manifest
+from shared.serving.text import TEXT
 
 MARKER = "bundle.json"  # written last into --out; its presence is what lets a rebuild clear the folder
 
@@ -35,7 +35,7 @@ class Options:
 
 
 def needs_tokenizer(manifest: Manifest) -> bool:
-    """Text models name their tokenizer under extra.text.tokenizer (shared/text.py) and ship it in the
+    """Text models name their tokenizer under extra.text.tokenizer (shared/serving/text.py) and ship it in the
     artifact; either sign adds `tokenizers` to the runtime. Other models never carry it."""
     text = manifest.extra.get(TEXT)
     named = isinstance(text, dict) and bool(text.get("tokenizer"))

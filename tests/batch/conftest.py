@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from shared.config import Settings
-from shared.dataplane import DataPlane
-from shared.repository import ModelRepository
+from shared.serving.dataplane import DataPlane
+from shared.serving.repository import ModelRepository
 from tests.aws_local import aws, moto_endpoint  # noqa: F401  (fixtures)
 from tests.batch.models import write_lookup_artifact, write_word_count_artifact
 from tests.helpers import write_tiny_artifact

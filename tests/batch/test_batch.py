@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from shared.batch import BatchRunner, Record
+from shared.batch.core import BatchRunner, Record
 from shared.config import Settings
 
 

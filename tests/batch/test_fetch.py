@@ -12,7 +12,7 @@ import pytest
 from shared import storage
 from shared.config import Settings
 from shared.errors import ArtifactError
-from shared.repository import ModelRepository
+from shared.serving.repository import ModelRepository
 from tests.helpers import write_tiny_artifact
 
 

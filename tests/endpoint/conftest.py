@@ -11,8 +11,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from shared.artifact import file_entries, load_artifact, write_manifest
-from shared.runtime import build_app
+from shared.artifact.loading import file_entries, load_artifact, write_manifest
+from shared.boot.build import build_app
 from tests.endpoint.faults import LoopbackServer
 from tests.functions.aws.conftest import load_handler  # noqa: F401  (the fixture, re-used as is)
 from tests.helpers import linear_softmax_onnx, write_tiny_artifact

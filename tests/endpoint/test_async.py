@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from werkzeug.test import Client
 
-from shared import codec
+from shared.protocol import codec
 from tests.conftest import free_port, wait_for_http
 from tests.endpoint.conftest import function_app, write_endpoint_artifact
 from tests.helpers import write_tiny_artifact

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from shared.artifact import load_artifact
+from shared.artifact.loading import load_artifact
 from tests.conftest import ROOT
 from tests.endpoint.conftest import write_endpoint_artifact
 

@@ -15,10 +15,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from werkzeug.test import Client
 
-from shared.app import InferenceApp
-from shared.dataplane import DataPlane
-from shared.repository import ModelRepository
-from shared.runtime import app_from_folders, build_app
+from shared.http.app import InferenceApp
+from shared.serving.dataplane import DataPlane
+from shared.serving.repository import ModelRepository
+from shared.boot.build import app_from_folders, build_app
 from tests.helpers import write_tiny_artifact
 
 X = np.random.default_rng(11).normal(size=(3, 4)).astype(np.float32)

@@ -14,10 +14,10 @@ import onnx
 import pytest
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-from shared.artifact import load_artifact
+from shared.artifact.loading import load_artifact
 from shared.errors import ArtifactError
-from shared.external_data import external_locations
-from shared.model import Model
+from shared.artifact.external_data import external_locations
+from shared.serving.local import Model
 from tests.conftest import ROOT
 from tests.hardening.models import write_external_data_artifact
 from tests.helpers import linear_softmax_onnx, write_tiny_artifact
@@ -93,7 +93,7 @@ def test_the_scan_finds_what_onnx_finds(tmp_path):
 def test_a_model_file_that_is_not_protobuf_is_refused(tmp_path, garbage):
     folder = write_tiny_artifact(tmp_path / "tiny")
     (folder / "model.onnx").write_bytes(garbage)
-    from shared.artifact import file_entries
+    from shared.artifact.loading import file_entries
     import json
 
     doc = json.loads((folder / "manifest.json").read_text())

@@ -12,7 +12,7 @@ import pytest
 from werkzeug.test import Client as WsgiClient
 
 from shared.config import Settings
-from shared.runtime import build_app
+from shared.boot.build import build_app
 from tests.conftest import ROOT, RunningServer
 from tests.hardening.conftest import tiny_request
 from tests.helpers import write_tiny_artifact

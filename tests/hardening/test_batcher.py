@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from shared.artifact import load_artifact
-from shared.batcher import BatchingSession, batching_config, install
+from shared.artifact.loading import load_artifact
+from shared.serving.batcher import BatchingSession, batching_config, install
 from shared.config import Settings
-from shared.metrics import Metrics
-from shared.model import Model
-from shared.runtime import build_app
+from shared.http.metrics import Metrics
+from shared.serving.local import Model
+from shared.boot.build import build_app
 from tests.hardening.models import with_extra
 from tests.helpers import write_tiny_artifact
 

@@ -1,4 +1,4 @@
-"""slimserve's own HTTP/1.1 front (shared/httpserver.py) and its workers (shared/workers.py), on a live
+"""slimserve's own HTTP/1.1 front (shared/server/httpserver.py) and its workers (shared/server/workers.py), on a live
 `slimserve serve --workers 2`: keep-alive, chunked bodies, 100-continue; the framing it refuses (each then
 followed by a good request); no request smuggled inside a refused body; a killed worker is replaced and
 SIGTERM leaves no process behind."""

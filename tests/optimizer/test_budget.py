@@ -14,8 +14,8 @@ from infra import limits
 from optimizer.cli import main
 from optimizer.pipeline import optimize
 from optimizer.search import decide, within_tolerance
-from shared.artifact import load_artifact
-from shared.manifest import CandidateResult
+from shared.artifact.loading import load_artifact
+from shared.artifact.manifest import CandidateResult
 from tests.optimizer.conftest import FAST_TIMING, tiny_spec
 
 MB = 10**6

@@ -13,7 +13,7 @@ from optimizer.candidates import Candidate, DynamicInt8, GraphOptimize, QuantPre
 from optimizer.data import load_dataset
 from optimizer.export import export_fp32
 from optimizer.spec import load_spec
-from shared.artifact import sha256_of
+from shared.artifact.loading import sha256_of
 from tests.optimizer.conftest import tiny_spec
 
 # (largest |y - y_fp32| / max|y_fp32|, smallest mean cosine to fp32, largest bytes / fp32 bytes)

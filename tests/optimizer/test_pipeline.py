@@ -12,7 +12,7 @@ from optimizer import candidates as registry
 from optimizer.cli import main
 from optimizer.errors import CliError, SpecError
 from optimizer.pipeline import optimize
-from shared.artifact import load_artifact
+from shared.artifact.loading import load_artifact
 from tests.optimizer.conftest import FAST_TIMING
 
 

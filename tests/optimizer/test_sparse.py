@@ -16,8 +16,8 @@ from optimizer.export import export_fp32
 from optimizer.pipeline import optimize
 from optimizer.sparse import Compress, MagnitudePrune, compression, inflate_to
 from optimizer.spec import load_spec
-from shared.artifact import load_artifact, sha256_of
-from shared.model import Model
+from shared.artifact.loading import load_artifact, sha256_of
+from shared.serving.local import Model
 from tests.optimizer.conftest import FAST_TIMING, tiny_spec
 
 

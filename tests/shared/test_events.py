@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared import events
-from shared.batch import Record
+from shared.batch import trigger as events
+from shared.batch.core import Record
 from shared.config import Settings
-from shared.runtime import build_app
+from shared.boot.build import build_app
 from tests.eventlib import EVENTS
 from tests.helpers import write_tiny_artifact
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared import inflate
-from shared.artifact import file_entries, load_artifact, read_manifest, sha256_of, write_manifest
+from shared.artifact import inflate
+from shared.artifact.loading import file_entries, load_artifact, read_manifest, sha256_of, write_manifest
 from shared.errors import ArtifactError
-from shared.model import Model
+from shared.serving.local import Model
 from tests.helpers import write_tiny_artifact
 
 

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from shared import snapstart, storage
-from shared.breaker import CircuitBreaker
+from shared.boot import snapstart
+from shared import storage
+from shared.remote.breaker import CircuitBreaker
 from tests.helpers import write_tiny_artifact
 
 

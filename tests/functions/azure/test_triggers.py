@@ -20,7 +20,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared import storage
-from shared.events import RecordFailed
+from shared.batch.trigger import RecordFailed
 from tests.eventlib import EVENTS
 from tests.helpers import write_tiny_artifact
 

@@ -13,7 +13,7 @@ from optimizer.candidates import QuantPreProcess, StepContext
 from optimizer.data import load_dataset
 from optimizer.export import export_fp32
 from optimizer.spec import load_spec
-from shared.text import TextConfig, TextEncoder
+from shared.serving.text import TextConfig, TextEncoder
 from tests.optimizer.text.conftest import reference_embeddings, tiny_project
 
 TEXTS = ["Hello world.", "A much longer sentence about the weather in the mountains, which was cold and bright.", "x"]

@@ -17,7 +17,7 @@ from optimizer.export import export_fp32
 from optimizer.fallback import SUFFIX, _smallest_passing, repair, worth_repairing
 from optimizer.pipeline import optimize
 from optimizer.spec import load_spec
-from shared.manifest import CandidateResult
+from shared.artifact.manifest import CandidateResult
 from tests.optimizer.text.conftest import tiny_project
 
 FAST = TimingConfig(warmup=1, runs=3, max_seconds=0.2)

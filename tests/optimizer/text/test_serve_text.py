@@ -10,14 +10,14 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from shared.artifact import load_artifact
-from shared.batch import BatchRunner, Record
+from shared.artifact.loading import load_artifact
+from shared.batch.core import BatchRunner, Record
 from shared.config import Settings
-from shared.dataplane import DataPlane
+from shared.serving.dataplane import DataPlane
 from shared.errors import ArtifactError, InvalidTensor
-from shared.model import Model
-from shared.repository import ModelRepository
-from shared.text import TextConfig
+from shared.serving.local import Model
+from shared.serving.repository import ModelRepository
+from shared.serving.text import TextConfig
 from tests.optimizer.text.conftest import reference_embeddings
 
 TEXTS = ["Nobody expected Grace to be so proud about climate change.", "Hi!", "Ünïcödé text, emoji 🙂 and numbers: 1,500 or 99.9%."]
