@@ -32,7 +32,7 @@ from optimizer.text_artifact import ship_text_files, text_extra
 from optimizer.timing import paired
 from optimizer.training_spec import Distill
 from shared.artifact.loading import MANIFEST, file_entries, load_artifact, sha256_of, write_manifest
-from shared.artifact.inflate import INFLATED
+from shared.artifact.manifest import INFLATED
 from shared.artifact.manifest import CandidateResult, Manifest
 
 MODEL_FILE = "model.onnx"

@@ -11,15 +11,30 @@ from dataclasses import dataclass, field, fields
 
 ENV_PREFIX = "SLIMSERVE_"
 # Field annotations are strings here (postponed evaluation), so both spellings map to the parser.
-_KINDS = {int: int, "int": int, float: float, "float": float}
-_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bool(raw: str) -> bool:
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise ValueError(raw)
+
+
+_KINDS = {int: int, "int": int, float: float, "float": float, bool: _bool, "bool": _bool}
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", _bool: "true or false"}
 
 
 @dataclass(frozen=True)
 class Settings:
     artifact: str = ""
     """Artifact folder(s) or object-store prefixes (`s3://`, `gs://`, Azure Blob) to serve, separated by commas.
-    Empty: `artifact/` beside the adapter code."""
+    A prefix is pinned by its manifest's sha256: `s3://b/p#sha256=<hex>`. Empty: `artifact/` beside the
+    adapter code."""
+
+    allow_unpinned: bool = False
+    """Serve an `s3://`/`gs://`/Blob artifact without a `#sha256=` pin, trusting whoever can write that prefix."""
 
     max_body_bytes: int = 6 * 1024 * 1024
     """Largest request body accepted (413 above). Default: Lambda's 6 MB synchronous payload."""
@@ -170,6 +185,22 @@ class Settings:
 
     batch_io_threads: int = 8
     """Threads reading inputs and writing results concurrently (object storage is latency-bound)."""
+
+    batch_max_object_bytes: int = 64 * 1024 * 1024
+    """Largest batch input object, known from its size before it is downloaded (413 above)."""
+
+    batch_max_elements: int = 16_777_216
+    """Most tensor elements in one batch input, all tensors together, checked on the headers (.npy/.npz
+    headers, JSON shapes) before any data is decoded or inflated (413 above). The HTTP limits apply to
+    batch otherwise, but for the batch axis: a record of any length runs in SLIMSERVE_BATCH_MAX_SIZE rows."""
+
+    input: str = ""
+    """Batch: prefixes (comma-separated) that objects named in queue messages must lie under; empty: the
+    container of SLIMSERVE_INPUT_CONTAINER on the configured account (Azure). A message naming anything
+    else fails alone (400)."""
+
+    input_container: str = ""
+    """Azure: the container the blob trigger watches (the binding reads the same app setting)."""
 
     cache_dir: str = "/tmp/slimserve"
     """Where artifacts fetched from `s3://`, `gs://` or Azure Blob are kept, one folder per manifest sha256."""

@@ -20,11 +20,13 @@ if str(BUNDLE_ROOT) not in sys.path:
 import functions_framework  # noqa: E402
 from werkzeug.wrappers import Response  # noqa: E402
 
-from shared.batch import trigger as events
-from shared.boot.build import build_app  # noqa: E402
+from shared.batch.gcs import gcs_object  # noqa: E402
+from shared.batch.trigger import BatchTrigger  # noqa: E402
+from shared.boot.build import start  # noqa: E402
 
-app = build_app(BUNDLE_ROOT / "artifact")
-batch = events.BatchTrigger(app.plane)
+runtime = start(BUNDLE_ROOT / "artifact")
+app = runtime.app
+batch = BatchTrigger(runtime.plane, runtime.settings, runtime.storage)
 
 
 @functions_framework.http
@@ -35,5 +37,5 @@ def http(request):
 
 @functions_framework.cloud_event
 def on_storage_event(event) -> None:
-    record = events.gcs_object(event["type"], event["id"], event.data or {}, batch.output)
+    record = gcs_object(event["type"], event["id"], event.data or {}, batch.output)
     batch.handle(record, redeliver_client_errors=False)

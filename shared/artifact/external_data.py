@@ -108,24 +108,26 @@ def external_locations(buf) -> set[str]:
     return found
 
 
-def check_external_data(folder: Path, model_file: str, listed: set[str]) -> None:
-    """Refuse `model_file` when it reads weights from a file outside `folder` or not in the manifest."""
-    from shared.artifact.loading import resolve_inside  # artifact imports this module
-
-    path = resolve_inside(folder, model_file)
+def check_external_data(path: Path, folder: Path, listed: set[str]) -> None:
+    """Refuse the model at `path` when it reads weights from a file outside `folder` or not in `listed`
+    (paths relative to `folder`). onnxruntime resolves locations against the model's own folder, so a
+    model that is not inside `folder` (an inflated copy in the cache) may read no external data at all."""
     with open(path, "rb") as fh:
         if path.stat().st_size == 0:
-            raise ArtifactError(f"{folder}: {model_file} is empty, not an ONNX model")
+            raise ArtifactError(f"{folder}: {path.name} is empty, not an ONNX model")
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             try:
                 locations = external_locations(buf)
             except _Malformed:
-                raise ArtifactError(f"{folder}: {model_file} is not a valid ONNX protobuf; refusing to load") from None
+                raise ArtifactError(f"{folder}: {path.name} is not a valid ONNX protobuf; refusing to load") from None
     root = folder.resolve()
+    base = path.resolve().parent
     for location in sorted(locations):
-        try:
-            resolved = resolve_inside(folder, location)
-        except ArtifactError:
-            raise ArtifactError(f"{folder}: {model_file} reads external data from {location!r}, outside the artifact folder; refusing to load") from None
+        resolved = (base / location).resolve()
+        if location.startswith(("/", "\\")) or not resolved.is_relative_to(root):
+            raise ArtifactError(f"{folder}: {path.name} reads external data from {location!r}, outside the artifact folder; refusing to load")
         if resolved.relative_to(root).as_posix() not in listed:
-            raise ArtifactError(f"{folder}: {model_file} reads external data from {location!r}, which the manifest does not list (so nothing checked its sha256); refusing to load")
+            raise ArtifactError(
+                f"{folder}: {path.name} reads external data from {location!r}, which the manifest does not list "
+                "(so nothing checked its sha256); refusing to load"
+            )

@@ -19,11 +19,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from shared.artifact.loading import Artifact, sha256_of
+from shared.artifact.external_data import check_external_data
+from shared.artifact.files import sha256_of
+from shared.artifact.loading import Artifact
+from shared.artifact.manifest import INFLATED
 from shared.errors import ArtifactError
 
 SUFFIXES = (".xz", ".gz")
-INFLATED = "inflated"  # the manifest's extra key
 _CHUNK = 1 << 20
 
 
@@ -31,23 +33,20 @@ def is_compressed(name: str) -> bool:
     return name.endswith(SUFFIXES)
 
 
-def model_path(artifact: Artifact, cache_dir: str | Path | None = None) -> Path:
-    """The ONNX file to load: the artifact's own, or its inflated copy in the cache."""
+def model_path(artifact: Artifact, cache_dir: str | Path) -> Path:
+    """The ONNX file to load: the artifact's own, or its inflated copy in the cache (SLIMSERVE_CACHE_DIR)."""
     path = artifact.model_path
     if not is_compressed(path.name):
         return path
     entry = artifact.manifest.extra.get(INFLATED)
-    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
+    if entry is None:  # its shape (64 hex digits, a byte count) is checked with the manifest
         raise ArtifactError(f"manifest: model_file {path.name!r} is compressed but extra.{INFLATED} has no sha256 and bytes")
-    if cache_dir is None:
-        from shared.config import Settings
-
-        cache_dir = Settings.resolve().cache_dir
     target = Path(cache_dir) / "inflated" / entry["sha256"] / "model.onnx"
-    if target.is_file() and target.stat().st_size == entry["bytes"] and sha256_of(target) == entry["sha256"]:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _inflate(path, target, entry["sha256"], entry["bytes"])
+    if not (target.is_file() and target.stat().st_size == entry["bytes"] and sha256_of(target) == entry["sha256"]):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _inflate(path, target, entry["sha256"], entry["bytes"])
+    # The copy lives outside the artifact, beside nothing the manifest lists: it may read no external data.
+    check_external_data(target, target.parent, listed=set())
     return target
 
 

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import ArtifactError
 from shared.artifact.external_data import check_external_data
-from shared.artifact.manifest import FileEntry, Manifest
+from shared.artifact.files import file_entries, resolve_inside, sha256_of
+from shared.artifact.manifest import Manifest
+from shared.errors import ArtifactError
 
 MANIFEST = "manifest.json"
-_CHUNK = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_entries(folder: Path, names: list[str]) -> dict[str, FileEntry]:
-    """The `files` table of a manifest, for the optimizer that writes one."""
-    return {name: FileEntry(sha256=sha256_of(folder / name), bytes=(folder / name).stat().st_size) for name in names}
-
-
-def resolve_inside(folder: Path, name: str) -> Path:
-    """`folder/name`, refusing names that would leave the folder (absolute, `..`, symlinks out)."""
-    root = folder.resolve()
-    path = (root / name).resolve()
-    if name.startswith(("/", "\\")) or not path.is_relative_to(root):
-        raise ArtifactError(f"{folder}: file {name!r} lies outside the artifact folder")
-    return path
+__all__ = ["MANIFEST", "Artifact", "file_entries", "load_artifact", "read_manifest", "resolve_inside", "sha256_of", "write_manifest"]
 
 
 @dataclass(frozen=True)
@@ -54,8 +32,8 @@ def read_manifest(folder: str | Path) -> Manifest:
         raw = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{folder}: no {MANIFEST}; is this an artifact folder?") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: bad JSON, or an integer past int's digit limit
+        raise ArtifactError(f"{manifest_path}: not valid JSON ({str(exc)[:200]})") from None
     return Manifest.from_dict(raw)
 
 
@@ -75,16 +53,21 @@ def load_artifact(folder: str | Path, absent_ok: frozenset[str] = frozenset()) -
             raise ArtifactError(f"{folder}: {name} is {size} bytes, the manifest says {entry.bytes}; refusing to load")
         actual = sha256_of(path)
         if actual != entry.sha256:
-            raise ArtifactError(
-                f"{folder}: sha256 of {name} is {actual[:12]}..., the manifest says {entry.sha256[:12]}...; refusing to load"
-            )
-    # A verified model may still point its weights at a file nobody verified (ONNX external data).
+            raise ArtifactError(f"{folder}: sha256 of {name} is {actual[:12]}..., the manifest says {entry.sha256[:12]}...; refusing to load")
+    # A verified model may still point its weights at a file nobody verified (ONNX external data). Every
+    # file onnxruntime will load is scanned, whatever its suffix; compressed ones when inflated (inflate.py).
     root = folder.resolve()
     listed = {resolve_inside(folder, name).relative_to(root).as_posix() for name in manifest.files}
-    for name in manifest.files:
-        if name.endswith(".onnx") and resolve_inside(folder, name).is_file():
-            check_external_data(folder, name, listed)
+    scanned = {name for name in manifest.files if name.endswith(".onnx")} | set(manifest.model_files)
+    for name in sorted(scanned):
+        path = resolve_inside(folder, name)
+        if path.is_file() and not _compressed(name):
+            check_external_data(path, folder, listed)
     return Artifact(folder=folder, manifest=manifest)
+
+
+def _compressed(name: str) -> bool:
+    return name.endswith((".xz", ".gz"))
 
 
 def write_manifest(folder: str | Path, manifest: Manifest) -> Path:

@@ -14,11 +14,13 @@ from shared.protocol.datatypes import OIP_TO_NUMPY
 from shared.errors import ArtifactError
 
 SCHEMA_VERSION = 1
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 TASKS = ("classification", "embedding", "regression")
 PLACEMENTS = ("function", "endpoint")
 DELIVERIES = ("bundle", "fetch")
+INFLATED = "inflated"  # extra key: sha256 and bytes of the ONNX file a compressed model_file inflates to
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,19 @@ class Manifest:
         task = _choice(raw, "task", TASKS)
         files = {}
         for path, entry in _get(raw, "files", dict).items():
-            if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("bytes"), int):
-                raise ArtifactError(f"manifest: files[{path!r}] needs a sha256 string and a bytes integer")
-            files[path] = FileEntry(sha256=entry["sha256"], bytes=entry["bytes"])
+            files[path] = _file_entry(entry, f"files[{path!r}]")
         model_file = _str(raw, "model_file")
         if model_file not in files:
             raise ArtifactError(f"manifest: model_file {model_file!r} is not listed in files")
         chosen = _get(raw, "chosen", dict)
+        extra = _get(raw, "extra", dict) if "extra" in raw else {}
+        if INFLATED in extra:
+            _file_entry(extra[INFLATED], f"extra.{INFLATED}")  # its sha256 becomes a cache path: hex only
+        fallback = extra.get("fallback")
+        if fallback:
+            name = fallback.get("model_file") if isinstance(fallback, dict) else fallback
+            if not isinstance(name, str) or name not in files:
+                raise ArtifactError(f"manifest: extra.fallback names {name!r}, which is not listed in files")
         return cls(
             name=name,
             version=version,
@@ -116,8 +124,33 @@ class Manifest:
             placement=_choice(raw, "placement", PLACEMENTS, "function"),
             delivery=_choice(raw, "delivery", DELIVERIES, "bundle"),
             budget=dict(raw.get("budget") or {}),
-            extra=dict(raw.get("extra") or {}),
+            extra=dict(extra),
         )
+
+    @property
+    def fallback_file(self) -> str | None:
+        """The small local variant an endpoint-placed model answers degraded from (`extra.fallback`)."""
+        entry = self.extra.get("fallback")
+        if not entry:
+            return None
+        return entry.get("model_file") if isinstance(entry, dict) else entry
+
+    @property
+    def model_files(self) -> tuple[str, ...]:
+        """Every file onnxruntime may load as a model, whatever its suffix."""
+        return tuple(dict.fromkeys(f for f in (self.model_file, self.fallback_file) if f))
+
+
+def _file_entry(entry: Any, where: str) -> FileEntry:
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not _is_count(entry.get("bytes")):
+        raise ArtifactError(f"manifest: {where} needs a sha256 string and a bytes integer")
+    if not SHA256_PATTERN.match(entry["sha256"]):
+        raise ArtifactError(f"manifest: {where}.sha256 must be 64 lowercase hex digits")
+    return FileEntry(sha256=entry["sha256"], bytes=entry["bytes"])
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _get(raw: dict, key: str, kind: type, prefix: str = ""):

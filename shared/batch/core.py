@@ -8,13 +8,16 @@
 Adapters only unwrap their platform's event into `Record`s and turn the report into the platform's
 partial-failure answer. Here:
 
-- **reading** runs on a thread pool (object storage is latency-bound); each record is decoded and checked
-  against the model's signature as it arrives, so an unreadable or ill-shaped record fails alone;
+- **reading** runs on a thread pool (object storage is latency-bound); an object's size is known before it
+  is downloaded and refused over SLIMSERVE_BATCH_MAX_OBJECT_BYTES; each record is decoded through the data
+  plane with the batch limits (shared/batch/formats.py) as it arrives, so a record that cannot be served
+  fails alone;
 - **micro-batching** concatenates records of the same model whose inputs agree in names, datatypes and
   trailing shape, along axis 0 when the model's first axis is dynamic, up to SLIMSERVE_BATCH_MAX_SIZE
   rows; a partial batch runs once SLIMSERVE_BATCH_MAX_WAIT_MS passed without it filling. Results are
   split back by row counts. A concatenated run that fails is retried record by record, so a record that
-  breaks the run fails alone;
+  breaks the run fails alone. A record longer than SLIMSERVE_BATCH_MAX_SIZE rows runs alone, in runs of
+  that many rows, so a run's memory stays bounded whatever the record's length;
 - **writing**: `<SLIMSERVE_OUTPUT>/<input key><.json|.npz>`. The key is a pure function of the input key
   and the content a pure function of input and model, so a redelivered record overwrites its result.
 
@@ -32,12 +35,14 @@ from typing import Iterable
 
 import numpy as np
 
-from shared.batch import formats as batch_formats
-from shared import storage
+from shared.batch import formats
 from shared.config import Settings
-from shared.serving.dataplane import DataPlane
 from shared.errors import NotFound, RecordError, SlimserveError, to_status_and_body
-from shared.serving.local import Model
+from shared.protocol.codec import InferenceRequest
+from shared.protocol.limits import Limits
+from shared.serving.dataplane import DataPlane
+from shared.serving.interface import ServedModel
+from shared.storage import Storage, check_key, join, parse, relative_key
 
 log = logging.getLogger("slimserve")
 
@@ -50,6 +55,7 @@ class Record:
     data: bytes | None = None
     id: str | None = None  # the platform's handle (SQS messageId, CloudEvent id), echoed in the outcome
     model: str | None = None  # `name` or `name/version`; None: see the module docstring
+    refusal: str | None = None  # why this record may not be read at all (it fails alone, with this)
 
     @classmethod
     def from_uri(cls, uri: str, id: str | None = None, model: str | None = None) -> "Record":
@@ -59,12 +65,16 @@ class Record:
     def inline(cls, name: str, data: bytes, id: str | None = None, model: str | None = None) -> "Record":
         return cls(name, data, id, model)
 
+    @classmethod
+    def refused(cls, key: str, reason: str, id: str | None = None) -> "Record":
+        return cls(key, None, id, refusal=reason)
+
     @property
     def relative_key(self) -> str:
         """What the result key derives from: the object key (no bucket), or the inline name."""
         if self.data is None:
-            return storage.relative_key(self.key)
-        return storage.check_key(self.key.lstrip("/"))
+            return relative_key(self.key)
+        return check_key(self.key.lstrip("/"))
 
 
 @dataclass(frozen=True)
@@ -103,8 +113,8 @@ class BatchReport:
 class _Item:
     index: int
     record: Record
-    model: Model
-    decoded: batch_formats.Decoded
+    model: ServedModel
+    request: InferenceRequest
     rows: int
     group: tuple | None  # records with equal groups may share a run; None runs alone
 
@@ -117,21 +127,22 @@ class _Group:
 
 
 class BatchRunner:
-    def __init__(self, plane: DataPlane, settings: Settings | None = None):
-        settings = settings or Settings.resolve()
+    def __init__(self, plane: DataPlane, settings: Settings, storage: Storage):
         if not settings.output:
             raise ValueError("SLIMSERVE_OUTPUT is not set: batch results need a prefix to go to")
-        if settings.batch_output_format not in batch_formats.OUTPUT_FORMATS:
+        if settings.batch_output_format not in formats.OUTPUT_FORMATS:
             raise ValueError(f"SLIMSERVE_BATCH_OUTPUT_FORMAT={settings.batch_output_format!r} must be json or npz")
-        storage.parse(settings.output.rstrip("/") + "/x")  # a bad prefix fails at cold start, not per record
+        parse(settings.output.rstrip("/") + "/x")  # a bad prefix fails at cold start, not per record
         self.plane = plane
         self.settings = settings
+        self.storage = storage
+        self.limits = Limits.for_batch(settings)
         self.max_rows = max(1, settings.batch_max_size)
         self.max_wait_s = max(0, settings.batch_max_wait_ms) / 1000
 
     def output_uri(self, record: Record) -> str:
-        suffix = batch_formats.OUTPUT_FORMATS[self.settings.batch_output_format][1]
-        return storage.join(self.settings.output, record.relative_key + suffix)
+        suffix = formats.OUTPUT_FORMATS[self.settings.batch_output_format][1]
+        return join(self.settings.output, record.relative_key + suffix)
 
     def run(self, records: Iterable[Record]) -> BatchReport:
         records = list(records)
@@ -164,23 +175,32 @@ class BatchRunner:
     # --- reading -----------------------------------------------------------------------------------
 
     def _prepare(self, index: int, record: Record) -> _Item:
+        if record.refusal is not None:
+            raise RecordError(record.refusal)
         model = self._model_for(record)
-        data = record.data if record.data is not None else storage.read(record.key)
-        decoded = batch_formats.decode(record.key, data, model)
-        rows = {v.shape[0] if v.ndim else 0 for v in decoded.inputs.values()}
-        batchable = len(rows) == 1 and all(s.shape and s.shape[0] == -1 for s in model.inputs)
+        limit = self.settings.batch_max_object_bytes
+        if record.data is None:
+            data = self.storage.read(record.key, max_bytes=limit, setting="SLIMSERVE_BATCH_MAX_OBJECT_BYTES")
+        elif len(record.data) > limit:
+            raise RecordError(f"{record.key!r} is {len(record.data):,} bytes, over SLIMSERVE_BATCH_MAX_OBJECT_BYTES={limit:,}")
+        else:
+            data = record.data
+        request = formats.decode(record.key, data, model, self.plane, self.limits)
+        rows = {v.shape[0] if v.ndim else 0 for v in request.inputs.values()}
+        batchable = len(rows) == 1 and all(s.shape and s.shape[0] == -1 for s in model.manifest.inputs)
         group = None
         if batchable:
-            signature = tuple(sorted((n, v.dtype.str, v.shape[1:]) for n, v in decoded.inputs.items()))
+            signature = tuple(sorted((n, v.dtype.str, v.shape[1:]) for n, v in request.inputs.items()))
             group = (model.name, model.version, signature)
-        return _Item(index, record, model, decoded, rows.pop() if len(rows) == 1 else 0, group)
+        return _Item(index, record, model, request, rows.pop() if len(rows) == 1 else 0, group)
 
-    def _model_for(self, record: Record) -> Model:
+    def _model_for(self, record: Record) -> ServedModel:
         wanted = record.model or self.settings.batch_model
         repository = self.plane.repository
         if not wanted:
-            if len(repository) == 1:
-                return next(iter(repository))
+            only = repository.only()
+            if only is not None:
+                return only
             parts = record.relative_key.split("/")
             if len(parts) < 2:
                 raise RecordError(f"{record.key!r}: several models are served; name one with SLIMSERVE_BATCH_MODEL or put the input under a folder named after it")
@@ -218,7 +238,7 @@ class BatchRunner:
         items = group.items
         if len(items) > 1:
             try:
-                outputs = self._infer(items[0].model, _concat([i.decoded.inputs for i in items]), report)
+                outputs = self._run(items[0].model, _concat([i.request.inputs for i in items]), report)
                 parts = _split(outputs, [i.rows for i in items])
             except Exception as exc:
                 log.warning("a micro-batch of %d records failed (%s); retrying them one by one", len(items), exc)
@@ -228,18 +248,19 @@ class BatchRunner:
                 return
         for item in items:
             try:
-                results, parameters = self._infer(item.model, item.decoded.inputs, report)
+                results, parameters = self._run(item.model, item.request.inputs, report)
             except Exception as exc:
                 report.outcomes[item.index] = self._failure(item.record, exc)
                 continue
             writes.append(pool.submit(self._write, item, results, parameters))
 
-    def _infer(self, model: Model, inputs: dict[str, np.ndarray], report: BatchReport) -> tuple[dict, dict]:
+    def _run(self, model: ServedModel, inputs: dict[str, np.ndarray], report: BatchReport) -> tuple[dict, dict]:
         start = time.perf_counter()
         try:
-            return model.answer(inputs)
+            # Never deferred: nothing would poll an asynchronous job, and each redelivery would start another.
+            return self.plane.run(model, inputs, max_rows=self.max_rows, may_defer=False)
         finally:
-            report.runs += 1
+            report.runs += -(-max(1, _rows(inputs)) // self.max_rows)
             report.inference_s += time.perf_counter() - start
 
     # --- writing -----------------------------------------------------------------------------------
@@ -247,9 +268,10 @@ class BatchRunner:
     def _write(self, item: _Item, results: dict[str, np.ndarray], parameters: dict) -> tuple[int, Outcome]:
         try:
             fmt = self.settings.batch_output_format
-            body = batch_formats.encode(fmt, item.model, item.decoded, results, parameters, item.record.key)
+            response = self.plane.respond(item.model, item.request, results, parameters)
+            body = formats.encode(fmt, response, item.record.key)
             uri = self.output_uri(item.record)
-            storage.write(uri, body, batch_formats.OUTPUT_FORMATS[fmt][0])
+            self.storage.write(uri, body, formats.OUTPUT_FORMATS[fmt][0])
         except Exception as exc:
             return item.index, self._failure(item.record, exc)
         return item.index, Outcome(item.record, output=uri)
@@ -258,10 +280,14 @@ class BatchRunner:
     def _failure(record: Record, exc: BaseException) -> Outcome:
         status, body = to_status_and_body(exc)
         if isinstance(exc, SlimserveError):
-            log.warning("batch record %s failed: %s", record.key, body["error"])
+            log.warning("batch record %s failed: %s", record.key[:300], body["error"])
         else:  # a bug, not an input: keep the traceback in the log, never in the outcome
-            log.error("batch record %s failed unexpectedly", record.key, exc_info=exc)
+            log.error("batch record %s failed unexpectedly", record.key[:300], exc_info=exc)
         return Outcome(record, error=body["error"], status=status)
+
+
+def _rows(inputs: dict[str, np.ndarray]) -> int:
+    return max((v.shape[0] for v in inputs.values() if v.ndim), default=1)
 
 
 def _concat(inputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -5,16 +5,21 @@ An SQS message body is one S3 notification, which may hold several `Records` (S3
 EventBridge shape (`detail-type: Object Created`) is accepted too, for a rule that targets the queue.
 Keys arrive URL-encoded with `+` for spaces in S3's own shape, plain in EventBridge's.
 
-Every record carries its SQS messageId, so the batch report's failures are the messages to retry.
+Every record carries its SQS messageId, so the batch report's failures are the messages to retry:
+`partial_response` is Lambda's partial batch response (`batchItemFailures`, with ReportBatchItemFailures
+on the event source mapping), built here from the batch core's verdicts, so one place owns them.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
 from shared.batch.core import BatchReport, Record
+from shared.errors import MalformedRequest
+from shared.protocol import jsontext
+
+MAX_RECORDS = 100  # S3 puts one record in a notification; a message naming more is no notification of S3's
 
 
 @dataclass
@@ -28,8 +33,13 @@ class Unwrapped:
         """messageId -> the first reason it failed: its body, or any of its objects."""
         failed = dict(self.rejected)
         for outcome in report.failed:
-            failed.setdefault(outcome.record.id, f"{outcome.record.key}: {outcome.error}")
+            failed.setdefault(outcome.record.id, f"{outcome.record.key[:300]}: {outcome.error}")
         return failed
+
+
+def partial_response(failed: dict[str, str]) -> dict:
+    """Lambda's answer to an SQS batch: the messages to retry (all others are deleted from the queue)."""
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 
 
 def unwrap_sqs(event: dict, output: str = "") -> Unwrapped:
@@ -40,9 +50,9 @@ def unwrap_sqs(event: dict, output: str = "") -> Unwrapped:
     for message in event.get("Records", []):
         message_id = message.get("messageId", "")
         try:
-            body = json.loads(message.get("body") or "")
-        except json.JSONDecodeError:
-            out.rejected[message_id] = "the SQS message body is not JSON"
+            body = jsontext.loads(message.get("body") or "", 16, "the SQS message body")
+        except MalformedRequest as exc:
+            out.rejected[message_id] = exc.message
             continue
         if not isinstance(body, dict):
             out.rejected[message_id] = "the SQS message body is not a JSON object"
@@ -67,6 +77,8 @@ def object_uris(notification: dict) -> list[str]:
     records = notification.get("Records")
     if not isinstance(records, list) or not records:
         raise ValueError("the SQS message body is not an S3 event notification")
+    if len(records) > MAX_RECORDS:
+        raise ValueError(f"the S3 notification names {len(records):,} objects, over {MAX_RECORDS}")
     uris = []
     for record in records:
         if record.get("eventSource") != "aws:s3" or not str(record.get("eventName", "")).startswith("ObjectCreated:"):

@@ -1,4 +1,5 @@
-"""Where a model runs, decided once at cold start: in this process, or on a remote endpoint.
+"""Where a model runs, decided once at cold start: in this process, or on a remote endpoint. The one
+place that wires remote models in.
 
     SLIMSERVE_PLACEMENT (function|endpoint)  >  manifest.placement (the optimizer's verdict)
 
@@ -18,17 +19,23 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from shared.artifact.loading import Artifact, load_artifact, read_manifest, resolve_inside
-from shared.remote.breaker import CircuitBreaker
+from shared.artifact.files import resolve_inside
+from shared.artifact.loading import Artifact, load_artifact, read_manifest
+from shared.artifact.manifest import PLACEMENTS, Choice, Manifest
 from shared.config import Settings
 from shared.errors import ArtifactError
-from shared.artifact.manifest import PLACEMENTS, Choice, Manifest
-from shared.serving.local import Model
+from shared.remote.async_invoke import AsyncInvoker
+from shared.remote.breaker import CircuitBreaker
+from shared.remote.model import RemoteModel, RetryPolicy
+from shared.remote.transports import make_transport
+from shared.serving.interface import ServedModel
+from shared.serving.local import LocalModel
+from shared.storage import Storage
 
 log = logging.getLogger("slimserve")
 
 
-def load_model(folder: str | Path, settings: Settings) -> Model:
+def load_model(folder: str | Path, settings: Settings, storage: Storage | None = None) -> ServedModel:
     manifest = read_manifest(folder)
     placement = settings.placement or manifest.placement
     if placement not in PLACEMENTS:
@@ -37,19 +44,14 @@ def load_model(folder: str | Path, settings: Settings) -> Model:
         artifact = load_artifact(folder)
         if manifest.placement != "function":  # the endpoint's own server: report where the model runs
             artifact = Artifact(artifact.folder, replace(artifact.manifest, placement="function"))
-        return Model.load(artifact, settings.ort_threads, settings.providers)
-
-    from shared.remote.model import RemoteModel, RetryPolicy
-    from shared.remote.transports import make_transport
+        return LocalModel.load(artifact, settings.cache_dir, settings.ort_threads, settings.providers)
 
     artifact = load_artifact(folder, absent_ok=frozenset({manifest.model_file}))
     fallback = _load_fallback(artifact, settings, forced=manifest.placement == "function")
     transport = make_transport(settings)
     deferrer = None
     if settings.async_bucket:
-        from shared.remote.async_invoke import AsyncInvoker
-
-        deferrer = AsyncInvoker(settings.async_bucket, settings.async_prefix, transport)
+        deferrer = AsyncInvoker(settings.async_bucket, settings.async_prefix, transport, storage or Storage.from_settings(settings))
     model = RemoteModel(
         replace(manifest, placement="endpoint"),
         transport,
@@ -59,10 +61,8 @@ def load_model(folder: str | Path, settings: Settings) -> Model:
         max_sync_bytes=settings.endpoint_max_sync_bytes,
         deferrer=deferrer,
     )
-    log.info(
-        "model %s version %s placed on endpoint %s; local fallback: %s",
-        model.name, model.version, transport.name, fallback.manifest.model_file if fallback else "none",
-    )  # fmt: skip
+    local = fallback.manifest.model_file if fallback else "none"
+    log.info("model %s version %s placed on endpoint %s; local fallback: %s", model.name, model.version, transport.name, local)
     return model
 
 
@@ -71,16 +71,10 @@ def fallback_file(manifest: Manifest, settings: Settings, forced: bool) -> str |
         return None
     if settings.fallback != "auto":
         raise ArtifactError(f"SLIMSERVE_FALLBACK={settings.fallback!r} must be auto or off")
-    entry = manifest.extra.get("fallback")
-    if entry:
-        name = entry.get("model_file") if isinstance(entry, dict) else entry
-        if not isinstance(name, str) or name not in manifest.files:
-            raise ArtifactError(f"manifest: extra.fallback names {name!r}, which is not listed in files")
-        return name
-    return manifest.model_file if forced else None
+    return manifest.fallback_file or (manifest.model_file if forced else None)
 
 
-def _load_fallback(artifact: Artifact, settings: Settings, forced: bool) -> Model | None:
+def _load_fallback(artifact: Artifact, settings: Settings, forced: bool) -> LocalModel | None:
     manifest = artifact.manifest
     name = fallback_file(manifest, settings, forced)
     if name is None:
@@ -92,9 +86,4 @@ def _load_fallback(artifact: Artifact, settings: Settings, forced: bool) -> Mode
     entry = manifest.extra.get("fallback")
     candidate = entry.get("candidate", name) if isinstance(entry, dict) else manifest.chosen.candidate
     local = replace(manifest, model_file=name, placement="function", chosen=Choice(candidate, "local fallback of an endpoint-placed model"))
-    model = Model.load(Artifact(artifact.folder, local), settings.ort_threads, settings.providers)
-    outputs = {o.name for o in model.session.get_outputs()}
-    missing = [o.name for o in manifest.outputs if o.name not in outputs]
-    if missing:
-        raise ArtifactError(f"{artifact.folder}: fallback {name} lacks output(s) {', '.join(missing)} of the signature")
-    return model
+    return LocalModel.load(Artifact(artifact.folder, local), settings.cache_dir, settings.ort_threads, settings.providers)

@@ -19,30 +19,27 @@ import random
 
 import numpy as np
 
-from shared import storage
+from shared.boot.build import Runtime
+from shared.remote.model import RemoteModel
 
 log = logging.getLogger("slimserve")
 
 
-def register(app) -> bool:
-    """Hook `after_restore(app)` into the runtime; False where this is no SnapStart runtime."""
+def register(runtime: Runtime) -> bool:
+    """Hook `after_restore(runtime)` into the runtime; False where this is no SnapStart runtime."""
     try:
         from snapshot_restore_py import register_after_restore
     except ImportError:
         return False
-    register_after_restore(after_restore, app)
+    register_after_restore(after_restore, runtime)
     return True
 
 
-def after_restore(app) -> None:
+def after_restore(runtime: Runtime) -> None:
     random.seed(os.urandom(16))
     np.random.seed(int.from_bytes(os.urandom(4), "little"))
-    storage.reset()
-    for model in app.plane.repository:
-        breaker = getattr(model, "breaker", None)
-        if breaker is not None:
-            model.breaker = type(breaker)(breaker.threshold, breaker.cooldown_s)
-        rng = getattr(model, "_rng", None)  # the router's backoff jitter
-        if isinstance(rng, random.Random):
-            rng.seed(os.urandom(16))
+    runtime.storage.reset()
+    for model in runtime.plane.repository:
+        if isinstance(model, RemoteModel):
+            model.reset_after_restore()
     log.info("snapstart: restored; random generators reseeded, breakers and storage clients reset")

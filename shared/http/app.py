@@ -8,32 +8,34 @@ Around every route: the API key check when one is configured (shared/http/auth.p
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import time
 from typing import Callable, Iterable
 
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from shared.http import metrics
-from shared.http import openapi
-from shared.http import sagemaker
-from shared.http import sagemaker_runtime
-from shared.http.auth import ApiKeys
-from shared.protocol.codec import header_length_from_content_type
 from shared.config import Settings
-from shared.serving.dataplane import DataPlane
 from shared.errors import Deferred, MalformedRequest, MethodNotAllowed, NotFound, PayloadTooLarge, SlimserveError, to_status_and_body
+from shared.http import metrics, openapi, sagemaker
+from shared.http.auth import ApiKeys
 from shared.http.observe import Observer, request_id
+from shared.http.sagemaker_runtime import RuntimeStandIn
+from shared.protocol import jsontext
+from shared.protocol.codec import header_length_from_content_type
+from shared.serving.dataplane import DataPlane
+from shared.storage import Storage
 
 log = logging.getLogger("slimserve")
 
 _VERSIONED = "/versions/<version>"
+_DIGITS = re.compile(r"[0-9]{1,15}")  # ASCII digits only: int() also takes "²", "+5", " 5" and "1_0"
 
 
-def _rules() -> list[Rule]:
+def _rules(sagemaker_runtime: bool) -> list[Rule]:
     rules = [
         Rule("/v2", endpoint="server_metadata", methods=["GET"]),
         Rule("/v2/health/live", endpoint="live", methods=["GET"]),
@@ -50,12 +52,12 @@ def _rules() -> list[Rule]:
             Rule(base + "/infer", endpoint="infer", methods=["POST"]),  # POST never gets here; other methods: 405
             Rule(base + "/async/<inference_id>", endpoint="poll", methods=["GET"]),
         ]
-    # The SageMaker container contract and, for local boto3 clients, the runtime API in front of it.
-    return rules + sagemaker.rules() + sagemaker_runtime.rules()
+    # The SageMaker container contract; for local boto3 clients, when asked, the runtime API in front of it.
+    return rules + sagemaker.rules() + (RuntimeStandIn.rules() if sagemaker_runtime else [])
 
 
 def json_response(doc: dict, status: int = 200) -> Response:
-    return Response(json.dumps(doc, separators=(",", ":")), status=status, mimetype="application/json")
+    return Response(jsontext.dumps(doc), status=status, mimetype="application/json")
 
 
 def error_response(exc: BaseException) -> Response:
@@ -69,14 +71,15 @@ def error_response(exc: BaseException) -> Response:
 class InferenceApp:
     """A WSGI callable. Build it once per process; it holds the loaded models."""
 
-    def __init__(self, plane: DataPlane, settings: Settings | None = None):
+    def __init__(self, plane: DataPlane, settings: Settings, storage: Storage | None = None, sagemaker_runtime: bool = False):
         self.plane = plane
-        self.settings = settings or Settings.resolve()
+        self.settings = settings
         self.auth = ApiKeys.from_settings(self.settings)
         self.observer = Observer()
         self._openapi: bytes | None = None
         self._label_cache: dict[tuple, tuple[str, str]] = {}
-        self.url_map = Map(_rules(), strict_slashes=False, merge_slashes=False)
+        self.url_map = Map(_rules(sagemaker_runtime), strict_slashes=False, merge_slashes=False)
+        self.stand_in = RuntimeStandIn(plane, settings, storage, self._read_body) if sagemaker_runtime else None
         self._views: dict[str, Callable[..., Response]] = {
             "server_metadata": lambda req: json_response(self.plane.server_metadata()),
             "live": lambda req: json_response({"live": True}),
@@ -88,8 +91,8 @@ class InferenceApp:
             "poll": self._poll,
             "sm_ping": lambda req: sagemaker.ping(self.plane),
             "sm_invocations": self._invocations,
-            "sm_runtime_invoke": lambda req, endpoint_name: sagemaker_runtime.invoke(self.plane, self.settings, req, endpoint_name, self._read_body),
-            "sm_runtime_invoke_async": lambda req, endpoint_name: sagemaker_runtime.invoke_async(self.plane, self.settings, req, endpoint_name),
+            "sm_runtime_invoke": lambda req, endpoint_name: self.stand_in.invoke(req, endpoint_name),
+            "sm_runtime_invoke_async": lambda req, endpoint_name: self.stand_in.invoke_async(req, endpoint_name),
             "openapi": self._openapi_document,
             "metrics": lambda req: Response(self.metrics.render(), mimetype=metrics.CONTENT_TYPE),
         }
@@ -134,6 +137,8 @@ class InferenceApp:
             response = self._views[endpoint](request, **args)
         except HTTPException as exc:
             response = error_response(_from_werkzeug(exc, request))
+            if isinstance(exc, WerkzeugMethodNotAllowed) and exc.valid_methods:
+                response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
         except Exception as exc:
             response = self._exception_response(exc, request.method, request.path)
         body, status, headers = response.get_wsgi_response(environ)
@@ -160,7 +165,7 @@ class InferenceApp:
 
     def _openapi_document(self, request: Request) -> Response:
         if self._openapi is None:
-            self._openapi = json.dumps(openapi.build(self.plane.repository, auth=self.auth is not None)).encode()
+            self._openapi = jsontext.dumps(openapi.build(self.plane.repository, auth=self.auth is not None))
         return Response(self._openapi, mimetype="application/json")
 
     def _exception_response(self, exc: Exception, method: str, path: str) -> Response:
@@ -217,11 +222,7 @@ class InferenceApp:
         return Response(payload, status=200, headers=headers)
 
     def _poll(self, request: Request, name: str, inference_id: str, version: str | None = None) -> Response:
-        model = self.plane.repository.get(name, version)
-        poll = getattr(model, "poll", None)
-        if poll is None:
-            raise NotFound(f"model {name!r} runs in this function and takes no asynchronous requests")
-        status, payload, headers = poll(inference_id)
+        status, payload, headers = self.plane.model(name, version).poll(inference_id)
         return Response(payload, status=status, headers=headers)
 
 
@@ -232,10 +233,9 @@ def read_body(request: Request, limit: int) -> bytes:
 def read_environ_body(environ: dict, limit: int) -> bytes:
     """The whole body, refusing anything over `limit` before reading it (or as soon as it passes)."""
     raw_length = environ.get("CONTENT_LENGTH")
-    try:
-        length = int(raw_length) if raw_length else None
-    except ValueError:
-        raise MalformedRequest("Content-Length is not an integer") from None
+    if raw_length and not _DIGITS.fullmatch(raw_length):
+        raise MalformedRequest("Content-Length must be a non-negative integer in ASCII digits")
+    length = int(raw_length) if raw_length else None
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body is {length} bytes, over the limit of {limit} (SLIMSERVE_MAX_BODY_BYTES)")
     stream = environ["wsgi.input"]

@@ -17,19 +17,19 @@ import time
 from shared.http.metrics import Metrics
 
 access_log = logging.getLogger("slimserve.access")
-_TOKEN = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+_TOKEN = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")  # fullmatch: `$` would let a trailing newline through
 _RECORD_FIELDS = ("request_id", "method", "path", "status", "model", "version", "duration_ms")
 
 
 def request_id(environ: dict) -> str:
     for key in ("HTTP_X_REQUEST_ID", "HTTP_X_AMZN_REQUESTID"):
         value = environ.get(key)
-        if value and _TOKEN.match(value):
+        if value and _TOKEN.fullmatch(value):
             return value
     event = environ.get("serverless.event")
     if isinstance(event, dict):
         value = (event.get("requestContext") or {}).get("requestId")
-        if isinstance(value, str) and _TOKEN.match(value):
+        if isinstance(value, str) and _TOKEN.fullmatch(value):
             return value
     return os.urandom(8).hex()
 
@@ -53,7 +53,9 @@ class Observer:
             # JSON escapes whatever the client put in the path, so it cannot forge a line; it is only cut short.
             fields = {"request_id": rid, "method": method, "path": path[:200], "status": status, "model": model, "version": version, "duration_ms": round(seconds * 1000, 3)}
             if self.direct_fd is None:
-                access_log.info("request", extra=fields)
+                # The fields ride along for JSON logs; the message reads on its own in text logs, the path escaped
+                # (ascii()) so a client cannot start a log line of its own.
+                access_log.info("%s %s %d %s/%s %.3f ms id=%s", method, ascii(fields["path"])[1:-1], status, model or "-", version or "-", fields["duration_ms"], rid, extra=fields)
                 return
             now = time.time()
             line = {"time": _timestamp(now), "level": "INFO", "logger": access_log.name, "message": "request", **fields}

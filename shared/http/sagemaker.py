@@ -24,11 +24,12 @@ import numpy as np
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
+from shared.errors import InvalidTensor, MalformedRequest, NotAcceptable, UnsupportedMediaType
 from shared.protocol import codec
 from shared.protocol.codec import HEADER_LENGTH, InferenceRequest
-from shared.protocol.datatypes import oip_datatype
-from shared.errors import InvalidTensor, MalformedRequest, NotAcceptable, UnsupportedMediaType
-from shared.serving.local import Model
+from shared.protocol.npy import read_npy
+from shared.serving.dataplane import DataPlane
+from shared.serving.interface import ServedModel
 
 NPY = "application/x-npy"
 JSON = "application/json"
@@ -67,18 +68,18 @@ class Invocation:
         )
 
 
-def ping(plane) -> Response:
+def ping(plane: DataPlane) -> Response:
     ready = plane.ready()
     return Response('{"status":"healthy"}' if ready else '{"status":"unhealthy"}', status=200 if ready else 503, mimetype=JSON)
 
 
-def invoke(plane, call: Invocation) -> tuple[bytes, dict[str, str]]:
+def invoke(plane: DataPlane, call: Invocation, may_defer: bool = True) -> tuple[bytes, dict[str, str]]:
     """Run one invocation; returns the body and its headers. Raises SlimserveError (4xx) on bad input."""
     model = _target(plane, call.target_model)
     mime = call.content_type.split(";")[0].strip().lower()
     wants = _accepted(call.accept, npy_in=mime == NPY)
     if mime == NPY:
-        request = _npy_request(model, call.body)
+        request = _npy_request(plane, model, call.body)
     elif mime in ("", JSON, codec.BINARY_CONTENT_TYPE, OCTET):
         header_length = codec.header_length_from_content_type(call.content_type) or call.header_length
         if mime == OCTET and header_length is None:
@@ -86,7 +87,7 @@ def invoke(plane, call: Invocation) -> tuple[bytes, dict[str, str]]:
         request = plane.decode(model, call.body, header_length)
     else:
         raise UnsupportedMediaType(f"Content-Type {mime!r} is not supported; send {JSON}, {codec.BINARY_CONTENT_TYPE} or {NPY}")
-    response = plane.infer(model, request)
+    response = plane.infer(model, request, may_defer=may_defer)
     if wants == NPY:
         return _npy_answer(response, call.custom_attributes), {"Content-Type": NPY}
     payload, headers = codec.encode_response(response)
@@ -95,15 +96,15 @@ def invoke(plane, call: Invocation) -> tuple[bytes, dict[str, str]]:
     return payload, headers
 
 
-def _target(plane, target: str) -> Model:
+def _target(plane: DataPlane, target: str) -> ServedModel:
     if target:
         name, _, version = target.removesuffix(".tar.gz").partition("/")
-        return plane.repository.get(name, version or None)
-    models = list(plane.repository)
-    if len(models) != 1:
-        names = ", ".join(sorted(f"{m.name}/{m.version}" for m in models))
+        return plane.model(name, version or None)
+    model = plane.repository.only()
+    if model is None:
+        names = ", ".join(sorted(f"{m.name}/{m.version}" for m in plane.repository))
         raise MalformedRequest(f"this endpoint serves {names}; name one in {TARGET_MODEL}")
-    return models[0]
+    return model
 
 
 def _accepted(accept: str, npy_in: bool) -> str:
@@ -120,20 +121,11 @@ def _accepted(accept: str, npy_in: bool) -> str:
     raise NotAcceptable(f"Accept {accept[:80]!r}: this endpoint answers {JSON}, {codec.BINARY_CONTENT_TYPE} or {NPY}")
 
 
-def _npy_request(model: Model, body: bytes) -> InferenceRequest:
-    if len(model.inputs) != 1:
-        raise InvalidTensor(f"model {model.name!r} has {len(model.inputs)} inputs; {NPY} carries one, send OIP v2 JSON")
-    try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, EOFError, OSError) as exc:
-        raise MalformedRequest(f"body is not a .npy array: {str(exc)[:120]}") from None
-    if not isinstance(array, np.ndarray):  # an .npz archive loads as a mapping
-        raise MalformedRequest(f"body is an .npz archive; {NPY} takes a single .npy array")
-    if array.dtype.kind in "US":  # text arrives as numpy strings; BYTES tensors hold bytes objects
-        array = np.array([s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in array.reshape(-1)], dtype=object).reshape(array.shape)
-    spec = model.inputs[0]
-    model.check_input(spec.name, oip_datatype(array), list(array.shape))
-    return InferenceRequest(inputs={spec.name: array})
+def _npy_request(plane: DataPlane, model: ServedModel, body: bytes) -> InferenceRequest:
+    if len(model.manifest.inputs) != 1:
+        raise InvalidTensor(f"model {model.name!r} has {len(model.manifest.inputs)} inputs; {NPY} carries one, send OIP v2 JSON")
+    array = read_npy(body, plane.limits, "body")  # its header checked against the limits before its data is read
+    return plane.from_arrays(model, {model.manifest.inputs[0].name: array})
 
 
 def _npy_answer(response: codec.InferenceResponse, custom_attributes: str) -> bytes:

@@ -18,6 +18,7 @@ import numpy as np
 
 from shared.protocol.datatypes import numpy_dtype, oip_datatype
 from shared.errors import InvalidTensor, LimitExceeded, MalformedRequest
+from shared.protocol import jsontext
 from shared.protocol.limits import Limits
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -26,6 +27,7 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/vnd.sagemaker-triton.binary+json"
 _HEADER_SIZE_PARAM = "json-header-size"
 _LEN = struct.Struct("<I")
+_MAX_DIMS, _MAX_DIM = 32, 2**62  # numpy's own bounds, so a shape never fails inside numpy
 
 
 @dataclass(frozen=True)
@@ -68,16 +70,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
     return bytes(view[:n]), view[n:]
 
 
-def parse_json(raw: bytes) -> dict:
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedRequest(f"request body is not valid JSON: {exc.__class__.__name__} at position {getattr(exc, 'pos', '?')}") from None
-    except RecursionError:
-        raise MalformedRequest("request body is nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise MalformedRequest("request body must be a JSON object")
-    return doc
+def parse_json(raw: bytes, max_depth: int | None = None) -> dict:
+    return jsontext.loads_object(raw, max_depth)
 
 
 _NO_LIMITS = Limits(max_elements=2**62, max_request_batch=2**62, max_string_bytes=2**62, max_json_depth=2**62, max_inputs=2**62)
@@ -88,8 +82,7 @@ def decode_request(body: bytes, header_length: str | None, check_input, limits: 
     it, before its data is read (shared/protocol/limits.py)."""
     limits = limits or _NO_LIMITS
     head, binary = split_body(body, header_length)
-    limits.check_json_depth(head)
-    doc = parse_json(head)
+    doc = parse_json(head, limits.max_json_depth)
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise MalformedRequest("request must have a non-empty 'inputs' list")
@@ -149,8 +142,8 @@ def _tensor_header(raw: Any, where: str) -> tuple[str, str, list[int], dict]:
     if not isinstance(datatype, str):
         raise MalformedRequest(f"input {name!r}: 'datatype' must be a string")
     numpy_dtype(datatype)  # unknown datatype -> 400 naming it
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise InvalidTensor(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    if not isinstance(shape, list) or len(shape) > _MAX_DIMS or not all(_is_int(d) and 0 <= d < _MAX_DIM for d in shape):
+        raise InvalidTensor(f"input {name!r}: 'shape' must be a list of at most {_MAX_DIMS} non-negative integers below 2**62")
     return name, datatype, shape, _params(raw, f"input {name!r}")
 
 
@@ -262,10 +255,13 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
         return None
     if not isinstance(raw, list):
         raise MalformedRequest("'outputs' must be a list")
-    out = []
+    out, seen = [], set()
     for i, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise MalformedRequest(f"outputs[{i}] must be an object with a 'name'")
+        if item["name"] in seen:
+            raise InvalidTensor(f"output {item['name'][:64]!r} is requested more than once")
+        seen.add(item["name"])
         out.append(RequestedOutput(item["name"], bool(_params(item, f"outputs[{i}]").get("binary_data", False))))
     return out
 
@@ -290,16 +286,25 @@ def encode_response(response: InferenceResponse) -> tuple[bytes, dict[str, str]]
         elif tensor["datatype"] == "BYTES":
             tensor["data"] = [_text(v) for v in value.reshape(-1)]
         else:
-            tensor["data"] = value.reshape(-1).tolist()
+            tensor["data"] = _json_numbers(value)
         tensors.append(tensor)
     doc["outputs"] = tensors
-    head = json.dumps(doc, separators=(",", ":")).encode()
+    head = jsontext.dumps(doc)
     if not chunks:
         return head, {"Content-Type": "application/json"}
     return head + b"".join(chunks), {
         "Content-Type": "application/octet-stream",
         HEADER_LENGTH: str(len(head)),
     }
+
+
+def _json_numbers(value: np.ndarray) -> list:
+    """Row-major data for JSON. JSON has no NaN or Infinity: those elements travel as the strings "NaN",
+    "Infinity", "-Infinity", which numpy (so tritonclient's as_numpy) reads back as the float they were."""
+    flat = value.reshape(-1)
+    if value.dtype.kind != "f" or np.isfinite(flat).all():
+        return flat.tolist()
+    return [v if math.isfinite(v) else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")) for v in flat.tolist()]
 
 
 def _text(value: Any) -> str:
@@ -323,7 +328,14 @@ def encode_request(inputs: dict[str, np.ndarray], binary_output: bool = True) ->
 
 
 def decode_response(body: bytes, header_length: int | None) -> dict[str, np.ndarray]:
-    """Output tensors of an infer response, JSON or binary; raises MalformedRequest/InvalidTensor."""
+    """Output tensors of an infer response, JSON or binary; raises MalformedRequest/InvalidTensor only."""
+    try:
+        return _decode_response(body, header_length)
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # whatever numpy makes of a hostile answer
+        raise MalformedRequest(f"response tensors cannot be decoded: {type(exc).__name__}") from None
+
+
+def _decode_response(body: bytes, header_length: int | None) -> dict[str, np.ndarray]:
     head, binary = split_body(body, None if header_length is None else str(header_length))
     doc = parse_json(head)
     raw_outputs = doc.get("outputs")

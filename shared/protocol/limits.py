@@ -18,21 +18,14 @@ knob to turn and a client knows what it did:
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from shared.errors import ArtifactError, InvalidTensor, LimitExceeded, MalformedRequest
+from shared.errors import ArtifactError, InvalidTensor, LimitExceeded
+from shared.protocol import jsontext
 
 NAN_POLICIES = ("allow", "reject")
-# A JSON string, escapes included; stripped before counting brackets, since "[[[" inside a string nests nothing.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_CHUNK = 1 << 14
-_DEPTH_STEP = np.zeros(256, dtype=np.int8)
-_DEPTH_STEP[list(b"[{")] = 1
-_DEPTH_STEP[list(b"]}")] = -1
 
 
 @dataclass(frozen=True)
@@ -42,6 +35,8 @@ class Limits:
     max_string_bytes: int = 65_536
     max_json_depth: int = 32
     max_inputs: int = 64
+
+    elements_setting: str = "SLIMSERVE_MAX_ELEMENTS"
 
     @classmethod
     def from_settings(cls, settings) -> "Limits":
@@ -53,18 +48,14 @@ class Limits:
             max_inputs=settings.max_inputs,
         )
 
+    @classmethod
+    def for_batch(cls, settings) -> "Limits":
+        """Batch inputs are files: larger, and of any length (they run in chunks of rows); the rest as HTTP."""
+        return replace(cls.from_settings(settings), max_elements=settings.batch_max_elements, max_request_batch=2**62,
+                       elements_setting="SLIMSERVE_BATCH_MAX_ELEMENTS")
+
     def check_json_depth(self, raw: bytes) -> None:
-        # Fast exit for the usual body: it cannot nest deeper than it has opening brackets.
-        if raw.count(b"[") + raw.count(b"{") <= self.max_json_depth:
-            return
-        brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-        depth = deepest = 0
-        for start in range(0, len(brackets), _CHUNK):  # in slices, so the scan's own arrays stay small
-            steps = _DEPTH_STEP[np.frombuffer(brackets, dtype=np.uint8, count=min(_CHUNK, len(brackets) - start), offset=start)]
-            running = np.cumsum(steps, dtype=np.int32) + depth
-            deepest, depth = max(deepest, int(running.max())), int(running[-1])
-        if deepest > self.max_json_depth:
-            raise MalformedRequest(f"request JSON is nested too deeply: {deepest:,} levels, over SLIMSERVE_MAX_JSON_DEPTH={self.max_json_depth:,}")
+        jsontext.check_depth(raw, self.max_json_depth)
 
     def check_count(self, count: int, what: str) -> None:
         if count > self.max_inputs:
@@ -76,10 +67,10 @@ class Limits:
             raise LimitExceeded(f"tensor {name!r} has a batch of {shape[0]:,}, over SLIMSERVE_MAX_REQUEST_BATCH={self.max_request_batch:,}")
         count = math.prod(shape)
         if count > self.max_elements:
-            raise LimitExceeded(f"tensor {name!r} has {count:,} elements, over SLIMSERVE_MAX_ELEMENTS={self.max_elements:,}")
+            raise LimitExceeded(f"tensor {name!r} has {count:,} elements, over {self.elements_setting}={self.max_elements:,}")
         total = elements_so_far + count
         if total > self.max_elements:
-            raise LimitExceeded(f"tensor {name!r} brings the request to {total:,} elements, over SLIMSERVE_MAX_ELEMENTS={self.max_elements:,}")
+            raise LimitExceeded(f"tensor {name!r} brings the request to {total:,} elements, over {self.elements_setting}={self.max_elements:,}")
         return total
 
     def check_tensors(self, inputs: dict[str, np.ndarray]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -23,13 +24,15 @@ from typing import Callable
 
 import numpy as np
 
-from shared.protocol import codec
-from shared.remote.breaker import CircuitBreaker
+from shared.artifact.manifest import Manifest
 from shared.config import Settings
 from shared.errors import ArtifactError, EndpointUnavailable, NotFound, PayloadTooLarge, RejectedByEndpoint, SlimserveError
-from shared.artifact.manifest import Manifest
-from shared.serving.local import Model
+from shared.protocol import codec
+from shared.remote.async_invoke import AsyncInvoker
+from shared.remote.breaker import CircuitBreaker
 from shared.remote.transports import EndpointFailure, EndpointRejected, Reply, Transport
+from shared.serving.interface import Described
+from shared.serving.local import LocalModel
 
 log = logging.getLogger("slimserve")
 
@@ -94,26 +97,26 @@ class RouterStats:
             self.failures[kind] = self.failures.get(kind, 0) + 1
 
 
-class RemoteModel(Model):
+class RemoteModel(Described):
     def __init__(
         self,
         manifest: Manifest,
         transport: Transport,
         breaker: CircuitBreaker,
         policy: RetryPolicy,
-        fallback: Model | None = None,
+        fallback: LocalModel | None = None,
         max_sync_bytes: int = 6 * 1024 * 1024,
-        deferrer=None,
+        deferrer: AsyncInvoker | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ):
-        super().__init__(manifest=manifest, session=None)
+        self.manifest = manifest
         self.transport = transport
         self.breaker = breaker
         self.policy = policy
         self.fallback = fallback
         self.max_sync_bytes = max_sync_bytes
-        self.deferrer = deferrer  # shared.async_invoke.AsyncInvoker, when SLIMSERVE_ASYNC_BUCKET is set
+        self.deferrer = deferrer  # when SLIMSERVE_ASYNC_BUCKET is set
         self.stats = RouterStats()
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -123,15 +126,12 @@ class RemoteModel(Model):
         # `/v2` lists execution providers; the one on this side is the fallback's, if any.
         return self.fallback.provider if self.fallback else f"remote:{self.transport.name}"
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.answer(inputs)[0]
-
-    def answer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
+    def answer(self, inputs: dict[str, np.ndarray], *, may_defer: bool = False) -> tuple[dict[str, np.ndarray], dict]:
         started = time.monotonic()
         self.stats.add("requests")
         body, header_length = codec.encode_request(inputs)
         if len(body) > self.max_sync_bytes:
-            return self._defer(body, header_length)
+            return self._defer(body, header_length, may_defer)
         if not self.breaker.allow():
             self.stats.add("short_circuited")
             return self._degrade(inputs, f"circuit breaker {self.breaker.state}")
@@ -145,9 +145,24 @@ class RemoteModel(Model):
             self.breaker.record_failure()
             self.stats.fail(exc.kind)
             return self._degrade(inputs, exc.reason)
+        except BaseException as exc:
+            # Whatever else ends the call (a bug, an interrupt) must still settle the breaker: a probe left
+            # open would keep every later request from reaching the endpoint, for the life of the process.
+            self.breaker.record_failure()
+            self.stats.fail("error")
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("model %s: endpoint call failed unexpectedly", self.name)
+            return self._degrade(inputs, f"unexpected {type(exc).__name__}")
         self.breaker.record_success()
         self.stats.add("answered")
         return outputs, {}
+
+    def reset_after_restore(self) -> None:
+        """After a SnapStart restore: the breaker's monotonic clock and the jitter's seed are not this
+        environment's (shared/boot/snapstart.py)."""
+        self.breaker = CircuitBreaker(self.breaker.threshold, self.breaker.cooldown_s)
+        self._rng.seed(os.urandom(16))
 
     def _call(self, body: bytes, header_length: int, started: float) -> Reply:
         for retry in range(self.policy.retries + 1):
@@ -170,7 +185,7 @@ class RemoteModel(Model):
             outputs = codec.decode_response(reply.body, reply.header_length)
         except SlimserveError as exc:
             raise EndpointFailure(f"endpoint answered something that is not an OIP v2 response: {exc.message}", kind="protocol") from None
-        missing = [name for name in self.output_names() if name not in outputs]
+        missing = [o.name for o in self.outputs if o.name not in outputs]
         if missing:
             raise EndpointFailure(f"endpoint's answer lacks output(s) {', '.join(missing)}", kind="protocol")
         return outputs
@@ -188,11 +203,13 @@ class RemoteModel(Model):
             retry_after_s=math.ceil(self.breaker.retry_after_s()),
         )
 
-    def _defer(self, body: bytes, header_length: int):
-        if self.deferrer is None:
+    def _defer(self, body: bytes, header_length: int, may_defer: bool):
+        if self.deferrer is None or not may_defer:
+            # Batch never defers: nothing would poll the job, and every redelivery would submit another.
+            how = "set SLIMSERVE_ASYNC_BUCKET for the asynchronous path" if may_defer else "batch runs synchronously: lower SLIMSERVE_BATCH_MAX_SIZE"
             raise PayloadTooLarge(
                 f"the request is {len(body)} bytes as binary tensors, over the endpoint's synchronous limit of "
-                f"{self.max_sync_bytes} (SLIMSERVE_ENDPOINT_MAX_SYNC_BYTES); set SLIMSERVE_ASYNC_BUCKET for the asynchronous path"
+                f"{self.max_sync_bytes} (SLIMSERVE_ENDPOINT_MAX_SYNC_BYTES); {how}"
             )
         self.stats.add("deferred")
         self.deferrer.submit(self.name, self.version, body, header_length)  # raises Deferred (202)

@@ -63,7 +63,7 @@ def prepare(app: InferenceApp, metrics_folder: str | None = None) -> InferenceAp
     app.metrics = Metrics(metrics_folder)
     if app.settings.log_format == "json":
         app.observer.direct_fd = sys.stderr.fileno()
-    for name in batcher.install(app, app.settings, app.metrics):
+    for name in batcher.install(app.plane.repository, app.settings, app.metrics.observe_batch):
         log.info("dynamic batching on for %s", name)
     return app
 

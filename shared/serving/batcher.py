@@ -1,11 +1,12 @@
-"""Dynamic batching: concurrent requests on one server process share one onnxruntime run.
+"""Dynamic batching: concurrent requests to one model in one server process share one run.
 
-`BatchingSession` stands in for a model's `InferenceSession` (the model calls `session.run` as before).
-Requests whose inputs agree in names, dtypes and every dimension but the first are concatenated along
-the first axis, run once, and the outputs are cut back into each request's rows.
+`BatchingModel` wraps a `LocalModel`. Requests whose inputs agree in names, dtypes and every dimension
+but the first are concatenated along the first axis, run once through the model's `predict` (so a text
+model tokenizes them together, padded to the longest), and the outputs are cut back into each request's
+rows.
 
-No batching thread: the first request to find the session idle leads, runs what is queued and, when it
-is done, hands the lead to the oldest request still waiting (leader/follower). So an idle server adds no
+No batching thread: the first request to find the model idle leads, runs what is queued and, when it is
+done, hands the lead to the oldest request still waiting (leader/follower). So an idle server adds no
 delay and no thread hand-off to a lone request, and under load the next batch gathers while the current
 one runs, which is where the throughput comes from: one run of 8 rows costs far less than 8 runs of 1.
 `max_delay_s` > 0 makes a leader wait up to that long for the batch to fill first (Triton's
@@ -28,23 +29,28 @@ from typing import Callable
 
 import numpy as np
 
+from shared.serving.interface import Described
+from shared.serving.local import LocalModel
+from shared.serving.repository import ModelRepository
+
 log = logging.getLogger("slimserve")
 
 
 class _Pending:
-    __slots__ = ("feed", "rows", "signature", "gate", "result", "error", "done")
+    __slots__ = ("inputs", "rows", "signature", "gate", "result", "error", "done")
 
-    def __init__(self, feed: dict, rows: int, signature: tuple):
-        self.feed, self.rows, self.signature = feed, rows, signature
+    def __init__(self, inputs: dict, rows: int, signature: tuple):
+        self.inputs, self.rows, self.signature = inputs, rows, signature
         self.gate = allocate_lock()
         self.gate.acquire()  # released once: with a result, or with the lead
         self.result = self.error = None
         self.done = False
 
 
-class BatchingSession:
-    def __init__(self, session, max_rows: int, max_delay_s: float = 0.0, on_batch: Callable[[int], None] | None = None):
-        self._session = session
+class BatchingModel(Described):
+    def __init__(self, model: LocalModel, max_rows: int, max_delay_s: float = 0.0, on_batch: Callable[[int], None] | None = None):
+        self.model = model
+        self.manifest = model.manifest
         self.max_rows = max(1, int(max_rows))
         self.max_delay_s = max(0.0, float(max_delay_s))
         self._on_batch = on_batch or (lambda rows: None)
@@ -54,15 +60,22 @@ class BatchingSession:
         self._busy = False
         self._splittable = True
 
-    def __getattr__(self, name):  # get_outputs, get_inputs, get_providers...: the real session's
-        return getattr(self._session, name)
+    @property
+    def provider(self) -> str:
+        return self.model.provider
 
-    def run(self, output_names, feed: dict, run_options=None):
-        rows, signature = _shape_of(feed)
-        if output_names is not None or run_options is not None or rows is None or rows >= self.max_rows or not self._splittable:
+    def poll(self, inference_id: str):
+        return self.model.poll(inference_id)
+
+    def answer(self, inputs: dict[str, np.ndarray], *, may_defer: bool = False) -> tuple[dict[str, np.ndarray], dict]:
+        return self.predict(inputs), {}
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows, signature = _shape_of(inputs)
+        if rows is None or rows >= self.max_rows or not self._splittable:
             self._on_batch(rows or 1)
-            return self._session.run(output_names, feed, run_options)
-        item = _Pending(feed, rows, signature)
+            return self.model.predict(inputs)
+        item = _Pending(inputs, rows, signature)
         with self._lock:
             self._queue.append(item)
             leads = not self._busy
@@ -109,22 +122,22 @@ class BatchingSession:
         if len(batch) > 1:
             try:
                 self._on_batch(total)
-                outputs = self._session.run(None, {name: np.concatenate([i.feed[name] for i in batch]) for name in batch[0].feed})
-                if all(o.shape[:1] == (total,) for o in outputs):
+                outputs = self.model.predict({name: np.concatenate([i.inputs[name] for i in batch]) for name in batch[0].inputs})
+                if all(o.shape[:1] == (total,) for o in outputs.values()):
                     start = 0
                     for item in batch:
-                        item.result = [o[start : start + item.rows] for o in outputs]
+                        item.result = {n: o[start : start + item.rows] for n, o in outputs.items()}
                         item.done = True
                         start += item.rows
                     return
                 self._splittable = False
-                log.warning("batcher: outputs of this model do not keep the batch axis; requests run one by one from now on")
+                log.warning("batcher: outputs of model %s do not keep the batch axis; requests run one by one from now on", self.name)
             except Exception as exc:  # the run failed for one of them, maybe: each runs alone below
                 log.info("batcher: a batch of %d requests failed (%s); running them one by one", len(batch), str(exc)[:200])
         for item in batch:
             try:
                 self._on_batch(item.rows)
-                item.result = self._session.run(None, item.feed)
+                item.result = self.model.predict(item.inputs)
             except Exception as exc:
                 item.error = exc
             item.done = True
@@ -136,11 +149,11 @@ def _outcome(item: _Pending):
     return item.result
 
 
-def _shape_of(feed: dict) -> tuple[int | None, tuple]:
+def _shape_of(inputs: dict) -> tuple[int | None, tuple]:
     """Rows (the shared first dimension) and what a batch-mate must match; rows None: cannot batch."""
     signature, rows = [], set()
-    for name, value in feed.items():
-        if not isinstance(value, np.ndarray) or value.ndim == 0 or value.dtype == object:
+    for name, value in inputs.items():
+        if not isinstance(value, np.ndarray) or value.ndim == 0:
             return None, ()
         rows.add(value.shape[0])
         signature.append((name, value.dtype.str, value.shape[1:]))
@@ -159,18 +172,17 @@ def batching_config(settings, manifest) -> tuple[int, float] | None:
     return None
 
 
-def install(app, settings, metrics=None) -> list[str]:
-    """Put a BatchingSession in front of every local model that batching applies to; returns their names."""
+def install(repository: ModelRepository, settings, on_batch: Callable[[str, str, int], None] | None = None) -> list[str]:
+    """Put a BatchingModel in front of every local model that batching applies to; returns their names."""
     installed = []
-    for model in app.plane.repository:
+    for model in list(repository):
         config = batching_config(settings, model.manifest)
-        session = getattr(model, "session", None)
-        if config is None or session is None or isinstance(session, BatchingSession):
+        if config is None or not isinstance(model, LocalModel):
             continue
         if not all(spec.shape and spec.shape[0] == -1 for spec in model.inputs):
             log.info("batcher: model %s has a fixed first axis; not batched", model.name)
             continue
-        on_batch = (lambda rows, m=model: metrics.observe_batch(m.name, m.version, rows)) if metrics else None
-        model.session = BatchingSession(session, config[0], config[1], on_batch)
+        observe = (lambda rows, m=model: on_batch(m.name, m.version, rows)) if on_batch else None
+        repository.replace(BatchingModel(model, config[0], config[1], observe))
         installed.append(f"{model.name}/{model.version}")
     return installed

@@ -1,19 +1,19 @@
-"""One served model: its onnxruntime session, its signature, and the checks every request passes."""
+"""One model served in this process: its onnxruntime session and, for text models, its tokenizer."""
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 
 from shared.artifact import inflate
-from shared.artifact.loading import Artifact, resolve_inside
-from shared.protocol.datatypes import OIP_TO_NUMPY
-from shared.errors import ArtifactError, InvalidTensor, translate_onnxruntime_error
-from shared.artifact.manifest import Manifest, TensorSpec
+from shared.artifact.files import resolve_inside
+from shared.artifact.loading import Artifact
+from shared.errors import ArtifactError, InvalidTensor, NotFound, translate_onnxruntime_error
+from shared.artifact.manifest import Manifest
+from shared.serving.interface import Described
 from shared.serving.text import TextConfig, TextEncoder
 
 log = logging.getLogger("slimserve")
@@ -44,17 +44,23 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 
 @dataclass
-class Model:
+class LocalModel(Described):
     manifest: Manifest
     session: ort.InferenceSession
     text: TextEncoder | None = None  # text models: the BYTES input becomes the graph's token tensors
 
+    def __post_init__(self) -> None:
+        self._graph_outputs = [o.name for o in self.session.get_outputs()]
+
     @classmethod
-    def load(cls, artifact: Artifact, threads: int = 0, providers: str = "") -> "Model":
+    def load(cls, artifact: Artifact, cache_dir: str, threads: int = 0, providers: str = "") -> "LocalModel":
         chosen = choose_providers(providers)
-        path = inflate.model_path(artifact)  # the file itself, or its inflated copy when it ships compressed
+        path = inflate.model_path(artifact, cache_dir)  # the file itself, or its inflated copy when it ships compressed
         session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=chosen)
         model = cls(manifest=artifact.manifest, session=session, text=_text_encoder(artifact))
+        missing = [o.name for o in artifact.manifest.outputs if o.name not in model.graph_outputs()]
+        if missing:
+            raise ArtifactError(f"{artifact.folder}: {artifact.manifest.model_file} lacks output(s) {', '.join(missing)} of the signature")
         if model.provider != chosen[0]:
             # onnxruntime-gpu without a usable driver/cuDNN drops to CPU with only its own C++ log line.
             log.warning("model %s asked for %s but onnxruntime runs it on %s", model.name, chosen[0], model.provider)
@@ -62,27 +68,14 @@ class Model:
         return model
 
     @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self.manifest.inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self.manifest.outputs
-
-    @property
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
+    def graph_outputs(self) -> list[str]:
+        return list(self._graph_outputs)
+
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model on already-decoded tensors checked against the signature."""
+        """Run the model on tensors the data plane has checked against the signature."""
         if self.text is not None:
             feed = self.text.encode(inputs[self.text.config.input])
         else:
@@ -91,36 +84,13 @@ class Model:
             results = self.session.run(None, feed)
         except Exception as exc:  # onnxruntime raises its own pybind types only
             raise translate_onnxruntime_error(exc) from None
-        return {out.name: value for out, value in zip(self.session.get_outputs(), results)}
+        return dict(zip(self._graph_outputs, results))
 
-    def answer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict]:
-        """Outputs plus the response's `parameters`: none here; a remote model marks degraded answers."""
+    def answer(self, inputs: dict[str, np.ndarray], *, may_defer: bool = False) -> tuple[dict[str, np.ndarray], dict]:
         return self.predict(inputs), {}
 
-    def check_input(self, name: str, datatype: str, shape: list[int]) -> TensorSpec:
-        """Check a tensor's header (before its data is decoded, so a wrong one costs nothing)."""
-        spec = next((s for s in self.inputs if s.name == name), None)
-        if spec is None:
-            expected = ", ".join(s.name for s in self.inputs)
-            raise InvalidTensor(f"input {name!r} is not an input of model {self.name!r}; expected {expected}")
-        if datatype != spec.datatype:
-            raise InvalidTensor(f"input {name!r} has datatype {datatype}, model {self.name!r} expects {spec.datatype}")
-        if len(shape) != len(spec.shape) or any(want not in (-1, got) for want, got in zip(spec.shape, shape)):
-            raise InvalidTensor(f"input {name!r} has shape {list(shape)}, model {self.name!r} expects {list(spec.shape)} (-1 = any)")
-        if math.prod(shape) == 0:
-            raise InvalidTensor(f"input {name!r} has shape {list(shape)}: an empty tensor")
-        return spec
-
-    def check_complete(self, names: list[str]) -> None:
-        missing = [s.name for s in self.inputs if s.name not in names]
-        if missing:
-            raise InvalidTensor(f"model {self.name!r} needs input(s) {', '.join(missing)}")
-        duplicates = {n for n in names if names.count(n) > 1}
-        if duplicates:
-            raise InvalidTensor(f"input(s) {', '.join(sorted(duplicates))} given more than once")
-
-    def output_names(self) -> list[str]:
-        return [o.name for o in self.outputs]
+    def poll(self, inference_id: str) -> tuple[int, bytes, dict[str, str]]:
+        raise NotFound(f"model {self.name!r} runs in this function and takes no asynchronous requests")
 
 
 def _text_encoder(artifact: Artifact) -> TextEncoder | None:
@@ -135,10 +105,6 @@ def _text_encoder(artifact: Artifact) -> TextEncoder | None:
         return TextEncoder.load(config, resolve_inside(artifact.folder, config.tokenizer))
     except ImportError:
         raise ArtifactError(f"model {artifact.manifest.name!r} takes text: the runtime needs the tokenizers package (slimserve[text])") from None
-
-
-def numpy_for(spec: TensorSpec) -> np.dtype:
-    return OIP_TO_NUMPY[spec.datatype]
 
 
 def _onnx_strings(array: np.ndarray, name: str) -> np.ndarray:

@@ -1,40 +1,38 @@
-"""The models a process serves, loaded once per process (cold start), looked up per request."""
+"""The models a process serves, loaded once per process (cold start, shared/boot), looked up per request."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
-from shared.config import Settings
-from shared.errors import ArtifactError, MalformedRequest, NotFound
-from shared.artifact.fetch import localize
 from shared.artifact.manifest import NAME_PATTERN, VERSION_PATTERN
-from shared.serving.local import Model
-from shared.boot.placement import load_model
-
-log = logging.getLogger("slimserve")
+from shared.errors import ArtifactError, MalformedRequest, NotFound
+from shared.serving.interface import ServedModel
 
 
 class ModelRepository:
-    def __init__(self, models: list[Model] | None = None):
-        self._models: dict[str, dict[str, Model]] = {}
+    def __init__(self, models: list[ServedModel] | None = None):
+        self._models: dict[str, dict[str, ServedModel]] = {}
         for model in models or []:
             self.add(model)
 
-    def add(self, model: Model) -> None:
+    def add(self, model: ServedModel) -> None:
         versions = self._models.setdefault(model.name, {})
         if model.version in versions:
             raise ArtifactError(f"model {model.name!r} version {model.version!r} is loaded twice")
         versions[model.version] = model
 
-    def get(self, name: str, version: str | None = None) -> Model:
+    def replace(self, model: ServedModel) -> None:
+        """Put `model` where the model of the same name and version was (the server's batcher wraps one)."""
+        if model.version not in self._models.get(model.name, {}):
+            raise KeyError(f"{model.name}/{model.version} is not served")
+        self._models[model.name][model.version] = model
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
         versions = self._models.get(name)
         if not versions:
             # Names come from URLs, headers and object keys: what no manifest could name is refused as such,
             # and never echoed whole (no traversal, no control characters in logs).
             if not NAME_PATTERN.match(name):
                 raise MalformedRequest(f"model name {name[:64]!r} must match {NAME_PATTERN.pattern}")
-            raise NotFound(f"unknown model {name!r}")
+            raise NotFound(f"unknown model {name!r}; this server serves {', '.join(sorted(self._models)) or 'no model'}")
         if version is not None and version not in versions and not VERSION_PATTERN.match(version):
             raise MalformedRequest(f"model version {version[:64]!r} must match {VERSION_PATTERN.pattern}")
         if version is None:
@@ -45,24 +43,17 @@ class ModelRepository:
             raise NotFound(f"model {name!r} has no version {version!r} (has {', '.join(sorted(versions))})")
         return model
 
+    def only(self) -> ServedModel | None:
+        """The one model served, or None when there are several (or none)."""
+        models = list(self)
+        return models[0] if len(models) == 1 else None
+
     def __iter__(self):
         for versions in self._models.values():
             yield from versions.values()
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._models.values())
-
-    @classmethod
-    def from_folders(cls, folders: list[str | Path], settings: Settings | None = None) -> "ModelRepository":
-        settings = settings or Settings.resolve()
-        return cls([load_model(f, settings) for f in folders])  # local or remote: shared/boot/placement.py
-
-    @classmethod
-    def from_settings(cls, settings: Settings, default_folder: Path) -> "ModelRepository":
-        # Commas, not os.pathsep: `s3://...` holds the colon. Remote prefixes are fetched and verified here.
-        folders = [localize(f, settings.cache_dir) for f in settings.artifact.split(",") if f.strip()]
-        folders = folders or [str(default_folder)]
-        return cls.from_folders(folders, settings)
 
 
 def _version_key(version: str) -> tuple:
