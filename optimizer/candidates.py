@@ -193,7 +193,7 @@ class Candidate:
         shutil.copyfile(reference, current)
         for index, step in enumerate(self.steps, start=1):
             out = folder / f"{index}-{type(step).__name__}.onnx"
-            with _quiet_quantizer():
+            with quiet_quantizer():
                 step.apply(current, out, ctx)
             current = out
         return current
@@ -255,7 +255,7 @@ def quantized_ops(path: Path) -> str:
     return " ".join(f"{op}×{counts[op]}" for op in _QUANTIZED_OPS if counts[op])
 
 
-class _quiet_quantizer:
+class quiet_quantizer:
     """onnxruntime's quantizer logs advice at WARNING on the root logger; the CLI owns the terminal."""
 
     def __enter__(self):

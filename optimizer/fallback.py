@@ -243,7 +243,7 @@ class _Trial:
         files = [source]
         for index, step in enumerate(steps, start=1):
             out = folder / f"{index}-{type(step).__name__}.onnx"
-            with registry._quiet_quantizer():
+            with registry.quiet_quantizer():
                 step.apply(files[-1], out, self.ctx)
             files.append(out)
         return files
