@@ -27,6 +27,7 @@ from optimizer.progress import progress_for
 from optimizer.search import Decision, Objective, decide, within_tolerance
 from optimizer.sparse import compression, inflate_to
 from optimizer.spec import TARGETS, Spec, Where, check_tolerance, load_spec
+from optimizer.steps import StepContext
 from optimizer.table import print_plain, print_rich
 from optimizer.text_artifact import ship_text_files, text_extra
 from optimizer.timing import paired
@@ -78,7 +79,7 @@ def optimize(
             reference_path = export_fp32(spec, workdir / "reference.onnx")
         calibration = load_dataset(spec, "calibration")
         reference = Reference.of(reference_path, spec.task, load_dataset(spec, "evaluation"), spec.outputs[0].name)
-        ctx = registry.StepContext(spec=spec, calibration=calibration, workdir=workdir, progress=progress)
+        ctx = StepContext(spec=spec, calibration=calibration, workdir=workdir, progress=progress)
         results, files, sizes, speedups = [], {}, {}, {}
         with progress.task("candidates", total=len(plan)) as advance:
             # then the op-wise fallback: failing candidates that could still win, sensitive layers kept higher
@@ -153,7 +154,7 @@ def _with_distill(spec: Spec, student: str | None) -> Spec:
 def _try(
     candidate: registry.Candidate,
     source: Path,
-    ctx: registry.StepContext,
+    ctx: StepContext,
     reference: Reference,
     timing: TimingConfig,
     baseline: Path,

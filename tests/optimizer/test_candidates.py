@@ -9,10 +9,11 @@ import onnxruntime as ort
 import pytest
 
 from optimizer import candidates as registry
-from optimizer.candidates import Candidate, DynamicInt8, GraphOptimize, QuantPreProcess, StaticQDQ, StepContext
+from optimizer.candidates import Candidate, DynamicInt8, GraphOptimize, QuantPreProcess, StaticQDQ
 from optimizer.data import load_dataset
 from optimizer.export import export_fp32
 from optimizer.spec import load_spec
+from optimizer.steps import StepContext
 from shared.artifact.loading import sha256_of
 from tests.optimizer.conftest import tiny_spec
 

@@ -10,12 +10,12 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from optimizer.candidates import StepContext
 from optimizer.data import load_dataset
 from optimizer.export import export_fp32
 from optimizer.pipeline import optimize
 from optimizer.sparse import Compress, MagnitudePrune, compression, inflate_to
 from optimizer.spec import load_spec
+from optimizer.steps import StepContext
 from shared.artifact.loading import load_artifact, sha256_of
 from shared.serving.local import Model
 from tests.optimizer.conftest import FAST_TIMING, tiny_spec
