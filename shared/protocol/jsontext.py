@@ -17,7 +17,7 @@ import numpy as np
 
 from shared.errors import MalformedRequest
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 14  # small slices: the scan's own arrays stay a fraction of the body
 _BACKSLASH, _QUOTE = 0x5C, 0x22
 _DEPTH_STEP = np.zeros(256, dtype=np.int8)
 _DEPTH_STEP[list(b"[{")] = 1
@@ -28,24 +28,28 @@ def deepest(raw: bytes) -> int:
     """How deep arrays and objects nest in `raw` (which need not be valid JSON), in O(len(raw)).
 
     A byte is escaped when an odd run of backslashes precedes it; an unescaped quote toggles "inside a
-    string"; brackets count only outside strings. All of it vectorised, a megabyte at a time, carrying the
+    string"; brackets count only outside strings. All of it vectorised, a slice at a time, carrying the
     backslash run, the string state and the depth from one slice to the next.
     """
     run_in = parity = depth = most = 0
     view = memoryview(raw)
     for start in range(0, len(raw), _CHUNK):
         a = np.frombuffer(view[start : start + _CHUNK], dtype=np.uint8)
-        pos = np.arange(a.size, dtype=np.int64)
+        pos = np.arange(a.size, dtype=np.int32)
         slash = a == _BACKSLASH
-        last_other = np.maximum.accumulate(np.where(slash, -1, pos))
-        run = pos - last_other + np.where(last_other < 0, run_in, 0)  # backslashes ending at each byte
+        last_other = np.maximum.accumulate(np.where(slash, np.int32(-1), pos))
+        run = pos - last_other  # backslashes ending at each byte
+        if run_in:
+            run[last_other < 0] += run_in  # the run that began in the slice before
         before = np.empty_like(run)
         before[0], before[1:] = run_in, run[:-1]
         escaped = before % 2 == 1
         quote = (a == _QUOTE) & ~escaped
-        quotes = np.cumsum(quote, dtype=np.int64)
+        quotes = np.cumsum(quote, dtype=np.int32)
         inside = (parity + quotes - quote) % 2 == 1
-        levels = np.cumsum(np.where(inside | escaped, 0, _DEPTH_STEP[a]), dtype=np.int64) + depth
+        steps = _DEPTH_STEP[a]
+        steps[inside | escaped] = 0
+        levels = np.cumsum(steps, dtype=np.int32) + np.int32(depth)
         most, depth = max(most, int(levels.max())), int(levels[-1])
         run_in, parity = int(run[-1]) if slash[-1] else 0, int(parity + quotes[-1]) % 2
     return most

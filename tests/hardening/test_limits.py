@@ -154,12 +154,13 @@ def test_object_keys_that_leave_their_prefix_or_name_no_model_fail_alone(tmp_pat
     from shared.config import Settings
     from shared.boot.build import build_app
     from shared.batch.s3_sqs import unwrap_sqs
+    from shared.storage import Storage
 
     tiny, other = write_tiny_artifact(tmp_path / "tiny"), write_tiny_artifact(tmp_path / "other", name="other")
     (tmp_path / "in" / "incoming" / "tiny").mkdir(parents=True)
     np.save(tmp_path / "in" / "incoming" / "tiny" / "ok.npy", np.ones((1, 4), np.float32))
     settings = Settings.resolve(artifact=f"{tiny},{other}", output=f"file://{tmp_path}/out")
-    runner = BatchRunner(build_app(tiny, settings).plane, settings)
+    runner = BatchRunner(build_app(tiny, settings).plane, settings, Storage())
     records = unwrap_sqs(_sqs("incoming/..%2F..%2Fetc%2Fpasswd.npy", "incoming/Evil%24Name/x.npy")).records
     records.append(type(records[0]).from_uri(f"file://{tmp_path}/in/incoming/tiny/ok.npy", id="good"))
     report = runner.run(records)
