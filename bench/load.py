@@ -202,7 +202,7 @@ class Server:
             self.port = probe.getsockname()[1]
         env = {**os.environ, "SLIMSERVE_LOG_LEVEL": os.environ.get("SLIMSERVE_LOG_LEVEL", "INFO")}
         self.log = open(os.devnull, "w")
-        cmd = [sys.executable, "-m", "optimizer.cli", "serve", str(artifact), "--port", str(self.port), *args]
+        cmd = [sys.executable, "-m", "slimserve", "serve", str(artifact), "--port", str(self.port), *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -318,7 +318,7 @@ def ensure_digits(folder: Path) -> None:
         return
     if not (DIGITS / "data" / "model.pt").exists():
         subprocess.run([sys.executable, str(DIGITS / "train.py")], check=True)
-    subprocess.run([sys.executable, "-m", "optimizer.cli", "optimize", str(DIGITS / "model.yaml"), "--out", str(folder), "--quiet"], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "slimserve", "optimize", str(DIGITS / "model.yaml"), "--out", str(folder), "--quiet"], cwd=ROOT, check=True)
 
 
 def main(argv: list[str] | None = None) -> int:

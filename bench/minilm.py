@@ -38,7 +38,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENI
 def artifact(tolerance: float) -> Path:
     folder = ARTIFACTS / f"tol-{tolerance:g}"
     if not (folder / "manifest.json").exists():
-        command = [sys.executable, "-m", "optimizer.cli", "optimize", str(EXAMPLE / "model.yaml"), "--tolerance", str(tolerance),
+        command = [sys.executable, "-m", "slimserve", "optimize", str(EXAMPLE / "model.yaml"), "--tolerance", str(tolerance),
                    "--out", str(folder), "--quiet"]  # fmt: skip
         subprocess.run(command, cwd=ROOT, env=ENV, check=True)
     return folder

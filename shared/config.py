@@ -77,16 +77,21 @@ class Settings:
     """`allow` or `reject` NaN/Inf in floating-point inputs (400); empty follows the manifest's
     `extra.nan_policy`, else `allow`."""
 
-    # --- the server: `slimserve serve` (shared/server/workers.py, shared/server/httpserver.py, shared/serving/batcher.py) -----
+    # --- the server: `slimserve serve` (shared/server/, shared/serving/batcher.py) ---
 
     workers: int = 0
     """Server processes sharing the listening socket; 0: one per CPU this process may run on."""
 
-    threads: int = 32
-    """Connections one server process serves at once (a thread each); more wait in the listen backlog."""
+    threads: int = 8
+    """Requests one server process runs at once (a thread each). Connections are not threads: a slow or
+    idle one costs a socket (up to 1,000 per process), and only a request that has fully arrived takes a thread."""
 
     keepalive_s: float = 5.0
-    """Seconds an idle keep-alive connection is kept open (and the most a request's headers may take)."""
+    """Seconds an idle connection is kept open."""
+
+    request_timeout_s: float = 30.0
+    """Seconds a request's line, headers and body may take to arrive, from its first byte (then the
+    connection is closed, however steadily it trickles)."""
 
     batcher_max_size: int = 0
     """Dynamic batcher of the server: most rows that concurrent requests share one onnxruntime run with;

@@ -37,7 +37,7 @@ import numpy as np
 
 from shared.batch import formats
 from shared.config import Settings
-from shared.errors import NotFound, RecordError, SlimserveError, to_status_and_body
+from shared.errors import LimitExceeded, NotFound, RecordError, SlimserveError, to_status_and_body
 from shared.protocol.codec import InferenceRequest
 from shared.protocol.limits import Limits
 from shared.serving.dataplane import DataPlane
@@ -56,6 +56,7 @@ class Record:
     id: str | None = None  # the platform's handle (SQS messageId, CloudEvent id), echoed in the outcome
     model: str | None = None  # `name` or `name/version`; None: see the module docstring
     refusal: str | None = None  # why this record may not be read at all (it fails alone, with this)
+    too_large: bool = False  # the refusal is its size (413), not what it names (400)
 
     @classmethod
     def from_uri(cls, uri: str, id: str | None = None, model: str | None = None) -> "Record":
@@ -66,8 +67,8 @@ class Record:
         return cls(name, data, id, model)
 
     @classmethod
-    def refused(cls, key: str, reason: str, id: str | None = None) -> "Record":
-        return cls(key, None, id, refusal=reason)
+    def refused(cls, key: str, reason: str, id: str | None = None, too_large: bool = False) -> "Record":
+        return cls(key, None, id, refusal=reason, too_large=too_large)
 
     @property
     def relative_key(self) -> str:
@@ -176,13 +177,13 @@ class BatchRunner:
 
     def _prepare(self, index: int, record: Record) -> _Item:
         if record.refusal is not None:
-            raise RecordError(record.refusal)
+            raise (LimitExceeded if record.too_large else RecordError)(record.refusal)
         model = self._model_for(record)
         limit = self.settings.batch_max_object_bytes
         if record.data is None:
             data = self.storage.read(record.key, max_bytes=limit, setting="SLIMSERVE_BATCH_MAX_OBJECT_BYTES")
         elif len(record.data) > limit:
-            raise RecordError(f"{record.key!r} is {len(record.data):,} bytes, over SLIMSERVE_BATCH_MAX_OBJECT_BYTES={limit:,}")
+            raise LimitExceeded(f"{record.key[:200]!r} is {len(record.data):,} bytes, over SLIMSERVE_BATCH_MAX_OBJECT_BYTES={limit:,}")
         else:
             data = record.data
         request = formats.decode(record.key, data, model, self.plane, self.limits)

@@ -14,8 +14,7 @@ import os
 import sys
 
 from shared.errors import ArtifactError
-from shared.boot.build import build_app, log
-from shared.server.serve import run
+from shared.server.serve import ServeError, serve
 
 MODEL_DIR = "/opt/ml/model"
 
@@ -26,13 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
     args = parser.parse_args(argv)
+    folders = [a for a in os.environ.get("SLIMSERVE_ARTIFACT", "").split(",") if a.strip()] or [MODEL_DIR]
     try:
-        app = build_app(MODEL_DIR, placement="function")
+        serve(folders, args.host, args.port, placement="function")
     except ArtifactError as exc:
         print(f"serve: error: {exc.message}", file=sys.stderr)
         return 1
-    log.info("endpoint ready: execution providers %s", app.plane.server_metadata()["providers"])
-    run(app, args.host, args.port)
+    except (ValueError, ServeError) as exc:
+        print(f"serve: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

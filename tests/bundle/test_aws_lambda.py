@@ -15,7 +15,7 @@ import pytest
 import infra.limits
 from optimizer.bundle import aws_lambda, probe
 from optimizer.bundle.common import Options
-from optimizer.cli import main
+from slimserve.cli import main
 from tests.bundle.builds import NO_PYTHON312, PYTHON312, tiny_artifact, tiny_lambda_bundle
 from tests.eventlib import load_event
 

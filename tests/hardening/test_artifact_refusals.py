@@ -24,7 +24,7 @@ from tests.helpers import linear_softmax_onnx, write_tiny_artifact
 
 
 def serve_exit(folder: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optimizer.cli", "serve", str(folder), "--port", "0", "--workers", "1"],
+    return subprocess.run([sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0", "--workers", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
 
 

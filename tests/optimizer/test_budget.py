@@ -11,7 +11,7 @@ import pytest
 
 from optimizer.budget import RUNTIME, Budget, Footprint, Room, budget_for, deflated_size, fit
 from infra import limits
-from optimizer.cli import main
+from slimserve.cli import main
 from optimizer.pipeline import optimize
 from optimizer.search import decide, within_tolerance
 from shared.artifact.loading import load_artifact

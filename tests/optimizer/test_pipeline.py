@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from optimizer import candidates as registry
-from optimizer.cli import main
+from slimserve.cli import main
 from optimizer.errors import CliError, SpecError
 from optimizer.pipeline import optimize
 from shared.artifact.loading import load_artifact

@@ -1,4 +1,4 @@
-"""`slimserve`: optimize a model into an artifact, serve artifacts locally."""
+"""`slimserve`: optimize a model into an artifact, serve artifacts locally, bundle them, invoke a deployment."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import argparse
 import importlib
 import sys
 
+from infra.limits import PLATFORMS
 from optimizer.errors import CliError
-from optimizer.spec import TARGETS
+
+TARGETS = tuple(PLATFORMS)
 
 # `slimserve bundle --target T`: T -> the module whose `bundle_command(args) -> int` builds it (imported on use).
 BUNDLE_TARGETS = {
@@ -46,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8080)
     srv.add_argument("--api-key", help="require this key (Bearer or x-api-key); visible in ps: prefer SLIMSERVE_API_KEY_FILE")
     srv.add_argument("--workers", type=int, help="server processes (default: one per CPU)")
-    srv.add_argument("--threads", type=int, help="connections served at once per process (default 32)")
+    srv.add_argument("--threads", type=int, help="requests run at once per process (default 8; connections are not threads)")
+    srv.add_argument("--sagemaker-runtime", action="store_true",
+                     help="also answer SageMaker's runtime API (/endpoints/NAME/invocations), for boto3 clients of a local endpoint")
     srv.add_argument("--ort-threads", type=int, help="onnxruntime intra-op threads per session (default: CPUs / workers)")
     srv.add_argument("--max-batch-size", type=int, help="dynamic batching: rows concurrent requests share per run (default: the manifest's, else off)")
     srv.add_argument("--max-queue-delay-ms", type=float, help="dynamic batching: wait this long for a batch to fill (default 0)")
@@ -91,15 +95,15 @@ def main(argv: list[str] | None = None) -> int:
             return report_command(args)
         if args.command == "serve":
             from shared.errors import ArtifactError
-            from shared.server.serve import serve
-            from shared.server.workers import WorkersFailed
+            from shared.server.serve import ServeError, serve
 
             try:
-                serve(args.artifacts, host=args.host, port=args.port, api_key=args.api_key, workers=args.workers, threads=args.threads,
-                      ort_threads=args.ort_threads, batcher_max_size=args.max_batch_size, batcher_max_delay_ms=args.max_queue_delay_ms)  # fmt: skip
+                serve(args.artifacts, host=args.host, port=args.port, sagemaker_runtime=args.sagemaker_runtime, api_key=args.api_key,
+                      workers=args.workers, threads=args.threads, ort_threads=args.ort_threads,
+                      batcher_max_size=args.max_batch_size, batcher_max_delay_ms=args.max_queue_delay_ms)  # fmt: skip
             except ArtifactError as exc:
                 raise CliError(exc.message) from None
-            except (ValueError, WorkersFailed) as exc:  # a setting that cannot work (two API key sources), a crash loop
+            except (ValueError, ServeError) as exc:  # a setting that cannot work, a port in use, workers that cannot start
                 raise CliError(str(exc)) from None
             return 0
         if args.command == "bundle":
