@@ -107,9 +107,9 @@ class Manifest:
             _file_entry(extra[INFLATED], f"extra.{INFLATED}")  # its sha256 becomes a cache path: hex only
         fallback = extra.get("fallback")
         if fallback:
-            name = fallback.get("model_file") if isinstance(fallback, dict) else fallback
-            if not isinstance(name, str) or name not in files:
-                raise ArtifactError(f"manifest: extra.fallback names {name!r}, which is not listed in files")
+            fallback_file = fallback.get("model_file") if isinstance(fallback, dict) else fallback
+            if not isinstance(fallback_file, str) or fallback_file not in files:
+                raise ArtifactError(f"manifest: extra.fallback names {fallback_file!r}, which is not listed in files")
         return cls(
             name=name,
             version=version,

@@ -68,8 +68,8 @@ def start(default_folder: Path | str, settings: Settings | None = None, *, sagem
     return Runtime(settings, storage, plane, app)
 
 
-def build_app(default_folder: Path | str, settings: Settings | None = None, **overrides) -> InferenceApp:
-    return start(default_folder, settings, **overrides).app
+def build_app(default_folder: Path | str, settings: Settings | None = None, *, sagemaker_runtime: bool = False, **overrides) -> InferenceApp:
+    return start(default_folder, settings, sagemaker_runtime=sagemaker_runtime, **overrides).app
 
 
 def app_from_folders(folders: list[str], **overrides) -> InferenceApp:

@@ -37,9 +37,9 @@ def _slimserve_version() -> str:
 
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository, limits: Limits, nan_setting: str = ""):
+    def __init__(self, repository: ModelRepository, limits: Limits | None = None, nan_setting: str = ""):
         self.repository = repository
-        self.limits = limits
+        self.limits = limits or Limits()
         # Resolved once per model at start, so a bad policy fails the cold start, not a request.
         self._reject_nan = {(m.name, m.version) for m in repository if nan_policy(nan_setting, m.manifest.extra, m.name) == "reject"}
         self._server_metadata = {
