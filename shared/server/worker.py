@@ -13,9 +13,9 @@ cannot be held forever one byte at a time.
 
 APIs: gunicorn's documented extension point (`Worker.run`, `self.wsgi`, `self.sockets`, `self.cfg`,
 `self.alive`, `self.notify`); waitress's public `create_server(app, map=, sockets=, ...)`; and, from
-waitress's modules, `wasyncore.loop`, `BaseWSGIServer.active_channels` and a channel's `request`
-(the request being received), pinned to the waitress release in pyproject.toml and exercised by
-tests/server.
+waitress's modules, `wasyncore.loop`, `BaseWSGIServer.active_channels`/`channel_class`, a channel's
+`request` (the request being received) and the parser's `parse_header`, pinned to the waitress release
+in pyproject.toml and exercised by tests/server.
 """
 
 from __future__ import annotations
@@ -27,9 +27,26 @@ import time
 import waitress
 from gunicorn.workers.base import Worker
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.server import BaseWSGIServer
 
 HEARTBEAT_S = 1.0
+
+
+class StrictParser(HTTPRequestParser):
+    """waitress reads a request with both Content-Length and chunked as chunked (RFC 9112 6.3 allows it,
+    but asks the connection be closed after): refused outright instead, since a proxy in front that
+    trusted the Content-Length would see a different request boundary (smuggling)."""
+
+    def parse_header(self, header_plus) -> None:
+        super().parse_header(header_plus)
+        if self.chunked and "CONTENT_LENGTH" in self.headers:
+            raise ParsingError("Content-Length and Transfer-Encoding together are refused")
+
+
+class StrictChannel(HTTPChannel):
+    parser_class = StrictParser
 
 
 class WaitressWorker(Worker):
@@ -53,6 +70,9 @@ class WaitressWorker(Worker):
             ident="slimserve",
             clear_untrusted_proxy_headers=True,
         )
+        for listener in socket_map.values():
+            if isinstance(listener, BaseWSGIServer):
+                listener.channel_class = StrictChannel
         # The loop runs here, in the main thread, and so does the heartbeat: a wedged loop stops the
         # heartbeat and the arbiter replaces the worker after --timeout. Signals interrupt poll().
         arrivals: dict[int, tuple[object, float]] = {}
