@@ -64,12 +64,13 @@ def copy_artifact(src: Path, dest: Path) -> Manifest:
     return manifest
 
 
-def _copy_package(src: Path, dest: Path) -> None:
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+def _copy_package(src: Path, dest: Path, *skip: str) -> None:
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", *skip))
 
 
 def copy_code(dest: Path, adapter: str) -> None:
-    """`functions/__init__.py`, `functions/<adapter>/` and `shared/`, from the installed project."""
+    """`functions/__init__.py`, `functions/<adapter>/` and `shared/` (without `shared/server/`: the platform
+    serves a function), from the installed project."""
     functions_dir = Path(functions.__file__).parent
     adapter_dir = functions_dir / adapter
     if not adapter_dir.is_dir():
@@ -77,7 +78,7 @@ def copy_code(dest: Path, adapter: str) -> None:
     (dest / "functions").mkdir(parents=True)
     shutil.copyfile(functions_dir / "__init__.py", dest / "functions" / "__init__.py")
     _copy_package(adapter_dir, dest / "functions" / adapter)
-    _copy_package(Path(shared.__file__).parent, dest / "shared")
+    _copy_package(Path(shared.__file__).parent, dest / "shared", "server")
 
 
 def prepare_out(out: Path) -> None:

@@ -86,7 +86,7 @@ FRAMING = {
     "bad chunk size": (POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400, b"Invalid chunk size"),
     "signed chunk size": (POST + b"Transfer-Encoding: chunked\r\n\r\n+a\r\n0123456789\r\n0\r\n\r\n", 400, b"Invalid chunk size"),
     "chunk size with an underscore": (POST + b"Transfer-Encoding: chunked\r\n\r\n1_0\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n", 400, b"Invalid chunk size"),
-    "content-length over the limit": (POST + b"Content-Length: 5000\r\n\r\n", 413, b"exceeds max_body of 4096"),
+    "content-length over the limit": (POST + b"Content-Length: 5000\r\n\r\n", 413, b"over the limit of 4096 (SLIMSERVE_MAX_BODY_BYTES)"),
     "malformed request line": (b"POST /v2 HTTP/1.1 extra\r\n\r\n", 400, b"Start line is invalid"),
     "lowercase method": (b"get /v2 HTTP/1.1\r\n\r\n", 400, b"Malformed HTTP method"),
     "space before the colon": (b"GET /v2 HTTP/1.1\r\nHost : x\r\n\r\n", 400, b"Invalid header"),
@@ -96,7 +96,9 @@ FRAMING = {
 @pytest.mark.parametrize("raw,status,message", FRAMING.values(), ids=FRAMING.keys())
 def test_refused_framing_then_a_good_request(served, raw, status, message):
     answer = exchange(served, raw)
-    assert statuses(answer) == [status] and message in answer, answer[:300]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert statuses(answer) == [status] and message in json.loads(body)["error"].encode(), answer[:300]
+    assert b"Content-Type: application/json" in head
     assert statuses(exchange(served, infer())) == [200]
 
 
