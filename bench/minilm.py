@@ -94,8 +94,8 @@ def p50_ms(embed: Embedder) -> float:
 RUNTIME_CHILD = """
 import sys, numpy as np
 from shared.artifact.loading import load_artifact
-from shared.serving.local import Model
-model = Model.load(load_artifact(sys.argv[1]), threads=1)
+from shared.serving.local import LocalModel
+model = LocalModel.load(load_artifact(sys.argv[1]), '/tmp/slimserve', threads=1)
 model.predict({"text": np.array([sys.argv[2].encode()], dtype=object)})
 print("answered", flush=True)
 """
