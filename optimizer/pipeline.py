@@ -32,6 +32,7 @@ from optimizer.table import print_plain, print_rich
 from optimizer.text_artifact import ship_text_files, text_extra
 from optimizer.timing import paired
 from optimizer.training_spec import Distill
+from shared.artifact.fetch import manifest_digest
 from shared.artifact.loading import MANIFEST, file_entries, load_artifact, sha256_of, write_manifest
 from shared.artifact.manifest import INFLATED
 from shared.artifact.manifest import CandidateResult, Manifest
@@ -104,6 +105,8 @@ def optimize(
         print_plain(manifest, folder, sys.stdout)
     else:
         print_rich(manifest, folder)
+    digest = manifest_digest(folder)
+    print(f"slimserve: manifest sha256 {digest}; a copy in object storage is pinned as SLIMSERVE_ARTIFACT=PREFIX#sha256={digest}")
     if decision.placement == "endpoint":
         print(f"slimserve: {manifest.name} fits no {budget.target} function; placement endpoint "
               f"(closest: {decision.closest}); see {folder / report.REPORT}")  # fmt: skip

@@ -33,6 +33,10 @@ class Settings:
     A prefix is pinned by its manifest's sha256: `s3://b/p#sha256=<hex>`. Empty: `artifact/` beside the
     adapter code."""
 
+    artifact_sha256: str = ""
+    """The pin of a single remote SLIMSERVE_ARTIFACT, as a parameter of its own (serverless.yml's
+    `artifactSha256`, the GCP/Azure deploy scripts' ARTIFACT_SHA256): the same as its `#sha256=` suffix."""
+
     allow_unpinned: bool = False
     """Serve an `s3://`/`gs://`/Blob artifact without a `#sha256=` pin, trusting whoever can write that prefix."""
 

@@ -53,6 +53,22 @@ def split_pin(location: str) -> tuple[str, str | None]:
     return prefix, pin
 
 
+def locations(settings) -> list[str]:
+    """SLIMSERVE_ARTIFACT's entries (commas, not os.pathsep: `s3://` holds the colon), with
+    SLIMSERVE_ARTIFACT_SHA256 as the pin of the one entry when it is given that way."""
+    entries = [a.strip() for a in settings.artifact.split(",") if a.strip()]
+    if settings.artifact_sha256:
+        if len(entries) != 1 or PIN in entries[0]:
+            raise ArtifactError("SLIMSERVE_ARTIFACT_SHA256 pins one artifact without a pin of its own; pin each entry of SLIMSERVE_ARTIFACT with #sha256=")
+        entries = [f"{entries[0]}{PIN}{settings.artifact_sha256.strip().lower()}"]
+    return entries
+
+
+def manifest_digest(folder: str | Path) -> str:
+    """The pin of an artifact: the sha256 of its manifest.json (which lists every other file's)."""
+    return hashlib.sha256((Path(folder) / MANIFEST).read_bytes()).hexdigest()
+
+
 def localize(location: str, cache_dir: str | Path, storage: Storage, allow_unpinned: bool = False) -> str:
     """A local folder for `location`: itself when local (`file://` stripped), else the verified cache."""
     prefix, pin = split_pin(location.strip())

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.artifact.fetch import localize
+from shared.artifact.fetch import localize, locations
 from shared.boot.placement import load_model
 from shared.config import Settings
 from shared.http.app import InferenceApp
@@ -49,9 +49,8 @@ def configure_logging(level: str, fmt: str = "text") -> None:
 
 
 def load_repository(settings: Settings, storage: Storage, default_folder: Path) -> ModelRepository:
-    # Commas, not os.pathsep: `s3://...` holds the colon. Remote prefixes are fetched and verified here.
-    locations = [a for a in settings.artifact.split(",") if a.strip()] or [str(default_folder)]
-    folders = [localize(a, settings.cache_dir, storage, settings.allow_unpinned) for a in locations]
+    """Every artifact, remote ones fetched into the cache and verified against their pins."""
+    folders = [localize(a, settings.cache_dir, storage, settings.allow_unpinned) for a in locations(settings) or [str(default_folder)]]
     return ModelRepository([load_model(f, settings, storage) for f in folders])
 
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from gunicorn.app.base import BaseApplication
 
-from shared.artifact.fetch import localize
+from shared.artifact.fetch import localize, locations
 from shared.artifact.loading import load_artifact, read_manifest
 from shared.boot.build import start
 from shared.config import Settings
@@ -76,7 +76,7 @@ def prepare(app: InferenceApp, metrics_folder: str | None = None) -> InferenceAp
 def check_artifacts(settings: Settings) -> list[str]:
     """Every artifact verified once in the arbiter (remote ones fetched into the cache): local folders."""
     storage = Storage.from_settings(settings)
-    folders = [localize(a, settings.cache_dir, storage, settings.allow_unpinned) for a in settings.artifact.split(",") if a.strip()]
+    folders = [localize(a, settings.cache_dir, storage, settings.allow_unpinned) for a in locations(settings)]
     for folder in folders:
         manifest = read_manifest(folder)
         absent_ok = frozenset({manifest.model_file}) if (settings.placement or manifest.placement) == "endpoint" else frozenset()
@@ -89,7 +89,7 @@ def serve(folders: list[str], host: str = "127.0.0.1", port: int = 8080, *, sage
     settings = server_settings(folders, **overrides)
     local = check_artifacts(settings)
     # Workers load the verified local copies: the cache is theirs too, no second fetch.
-    settings = replace(settings, artifact=",".join(local))
+    settings = replace(settings, artifact=",".join(local), artifact_sha256="")
     sock = bind(host, port)
     where = f"http://{host}:{sock.getsockname()[1]}/v2"
     metrics_folder = tempfile.mkdtemp(prefix="slimserve-metrics-")

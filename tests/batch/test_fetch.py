@@ -130,3 +130,12 @@ def test_whoever_writes_the_bucket_cannot_choose_the_model(remote, aws, tmp_path
 def test_a_malformed_pin_is_refused(tmp_path, pin):
     with pytest.raises(ArtifactError, match="64 lowercase hex digits"):
         load(f"s3://b/tiny/1#sha256={pin}", tmp_path / "cache")
+
+
+def test_the_pin_may_come_as_its_own_setting(remote, tmp_path):
+    """SLIMSERVE_ARTIFACT_SHA256: what serverless.yml's artifactSha256 and the deploy scripts' ARTIFACT_SHA256 set."""
+    uri, local = remote
+    prefix, _, pin = uri.partition("#sha256=")
+    assert [m.name for m in load(prefix, tmp_path / "cache", artifact_sha256=pin)] == ["tiny"]
+    with pytest.raises(ArtifactError, match="pins one artifact"):
+        load(f"{prefix},{prefix}", tmp_path / "cache", artifact_sha256=pin)
