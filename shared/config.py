@@ -101,9 +101,10 @@ class Settings:
     """Dynamic batcher of the server: most rows that concurrent requests share one onnxruntime run with;
     0 follows the manifest's `extra.batching` (`{"max_batch_size": 8, "max_queue_delay_ms": 2}`), else off."""
 
-    batcher_max_delay_ms: float = 0.0
-    """How long a run waits for more requests to fill its batch; 0 runs at once with what is queued (the
-    batch still grows while a run is in progress). Used with `SLIMSERVE_BATCHER_MAX_SIZE`."""
+    batcher_max_delay_ms: float = 1.0
+    """How long a run waits for more requests to fill its batch while the model is busy (its recent batches
+    held more than one request; a lone client never waits); 0 runs at once with what is queued (the batch
+    still grows while a run is in progress). Used with `SLIMSERVE_BATCHER_MAX_SIZE`."""
 
     log_format: str = "json"
     """`json`: one JSON object per log line (request id, model, version, status, latency); `text`."""

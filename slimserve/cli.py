@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="also answer SageMaker's runtime API (/endpoints/NAME/invocations), for boto3 clients of a local endpoint")
     srv.add_argument("--ort-threads", type=int, help="onnxruntime intra-op threads per session (default: CPUs / workers)")
     srv.add_argument("--max-batch-size", type=int, help="dynamic batching: rows concurrent requests share per run (default: the manifest's, else off)")
-    srv.add_argument("--max-queue-delay-ms", type=float, help="dynamic batching: wait this long for a batch to fill (default 0)")
+    srv.add_argument("--max-queue-delay-ms", type=float, help="dynamic batching: while the model is busy, wait this long for a batch to fill (default 1; 0: never)")
 
     bnd = sub.add_parser("bundle", help="package an artifact for a target: a function bundle checked against the "
                          "platform's limits (exit 1 when over), or sagemaker's model.tar.gz")  # fmt: skip

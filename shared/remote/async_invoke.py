@@ -18,7 +18,7 @@ import uuid
 from shared.errors import ArtifactError, Deferred, EndpointUnavailable, InferenceFailed, NotFound, SlimserveError
 from shared.protocol import jsontext
 from shared.protocol.codec import HEADER_LENGTH, binary_content_type, header_length_from_content_type
-from shared.remote.transports import EndpointFailure
+from shared.remote.transports import EndpointFailure, SageMakerTransport
 from shared.storage import Storage
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -26,7 +26,7 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 
 class AsyncInvoker:
     def __init__(self, bucket: str, prefix: str, transport, storage: Storage):
-        if not callable(getattr(type(transport), "invoke_async", None)):
+        if not isinstance(transport, SageMakerTransport):  # only SageMaker has an asynchronous API
             raise ArtifactError(f"SLIMSERVE_ASYNC_BUCKET is set but transport {transport.name} has no asynchronous path")
         self.bucket = bucket
         self.prefix = prefix

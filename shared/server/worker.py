@@ -90,7 +90,9 @@ class WaitressWorker(Worker):
             max_request_body_size=self.max_body_bytes,
             asyncore_use_poll=True,  # select() fails past file descriptor 1023
             ident="slimserve",
-            clear_untrusted_proxy_headers=True,
+            # No proxy-header rewriting: the app reads no X-Forwarded-* header, and the middleware would
+            # walk every environ of every request.
+            clear_untrusted_proxy_headers=False,
         )
         for listener in socket_map.values():
             if isinstance(listener, BaseWSGIServer):

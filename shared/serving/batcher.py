@@ -10,7 +10,9 @@ done, hands the lead to the oldest request still waiting (leader/follower). So a
 delay and no thread hand-off to a lone request, and under load the next batch gathers while the current
 one runs, which is where the throughput comes from: one run of 8 rows costs far less than 8 runs of 1.
 `max_delay_s` > 0 makes a leader wait up to that long for the batch to fill first (Triton's
-max_queue_delay); 0 never waits.
+max_queue_delay), but only while the model is busy: when its recent batches held more than one request,
+the next ones are on their way (clients of a busy server send again as soon as they are answered), while
+a lone client's batches are single and it never waits. 0 never waits.
 
 A batch whose run fails is retried request by request, so a request that breaks a run fails alone. A
 model whose outputs do not keep the batch axis is run request by request from then on.
@@ -59,6 +61,7 @@ class BatchingModel(Described):
         self._queue: list[_Pending] = []
         self._busy = False
         self._splittable = True
+        self._recent = 1.0  # requests per batch, a moving average: above 1.5 the model counts as busy
 
     @property
     def provider(self) -> str:
@@ -93,7 +96,7 @@ class BatchingModel(Described):
     def _lead(self, mine: _Pending):
         """Run batches starting with `mine` (the oldest queued request), then pass the lead on."""
         with self._lock:
-            if self.max_delay_s:
+            if self.max_delay_s and self._recent > 1.5:
                 deadline = time.monotonic() + self.max_delay_s
                 while self._compatible_rows(mine) < self.max_rows and (left := deadline - time.monotonic()) > 0:
                     self._filled.wait(left)
@@ -104,6 +107,7 @@ class BatchingModel(Described):
                     total += item.rows
             taken = set(map(id, batch))
             self._queue = [item for item in self._queue if id(item) not in taken]
+            self._recent = 0.8 * self._recent + 0.2 * len(batch)
         self._run(batch, total)
         with self._lock:
             successor = self._queue[0] if self._queue else None
@@ -168,7 +172,7 @@ def batching_config(settings, manifest) -> tuple[int, float] | None:
         return settings.batcher_max_size, settings.batcher_max_delay_ms / 1000
     extra = manifest.extra.get("batching")
     if isinstance(extra, dict) and int(extra.get("max_batch_size", 0) or 0) > 0:
-        return int(extra["max_batch_size"]), float(extra.get("max_queue_delay_ms", 0) or 0) / 1000
+        return int(extra["max_batch_size"]), float(extra.get("max_queue_delay_ms", settings.batcher_max_delay_ms) or 0) / 1000
     return None
 
 

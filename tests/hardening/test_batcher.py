@@ -112,17 +112,27 @@ def test_outputs_without_the_batch_axis_fall_back_to_one_run_per_request(model):
     assert all(np.allclose(a["logits"], rows(i).sum(axis=0, keepdims=True)) for i, a in enumerate(answers))
 
 
-def test_queue_delay_lets_a_batch_fill(model):
+def test_queue_delay_lets_a_batch_fill_while_the_model_is_busy(model):
     slow = SlowModel(model, delay_s=0.0)
-    batching = BatchingModel(slow, max_rows=4, max_delay_s=0.5)
-    start = threading.Barrier(4)
+    batching = BatchingModel(slow, max_rows=4, max_delay_s=2.0)
+    batching._recent = 4.0  # as after a run of full batches: busy
 
     def call(i):
         start.wait()
         return batching.predict({"input": rows(i)})
 
+    start = threading.Barrier(4)
     concurrently(call, 4)
-    assert slow.batches == [4]  # filled before the deadline, so it ran at once as one batch
+    assert slow.batches == [4]  # filled (within the 2 s it may wait), then ran at once as one batch
+
+
+def test_a_lone_client_never_waits_for_a_batch(model):
+    slow = SlowModel(model, delay_s=0.0)
+    batching = BatchingModel(slow, max_rows=8, max_delay_s=2.0)
+    started = __import__("time").perf_counter()
+    for i in range(5):
+        batching.predict({"input": rows(i)})
+    assert __import__("time").perf_counter() - started < 1.0 and slow.batches == [1] * 5
 
 
 def test_batching_follows_the_manifest_or_the_setting_and_is_off_otherwise(tmp_path):
@@ -133,6 +143,7 @@ def test_batching_follows_the_manifest_or_the_setting_and_is_off_otherwise(tmp_p
     assert isinstance(app.plane.repository.get("asking"), BatchingModel)
     assert isinstance(app.plane.repository.get("plain"), LocalModel)
     assert batching_config(Settings.resolve(batcher_max_size=8, batcher_max_delay_ms=1.5), app.plane.repository.get("plain").manifest) == (8, 0.0015)
+    assert batching_config(Settings.resolve(), app.plane.repository.get("asking").model.manifest) == (4, 0.002)
     # build_app alone (what every function calls) never batches
     assert not any(isinstance(m, BatchingModel) for m in build_app(asking).plane.repository)
 
