@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from optimizer.bundle import aws_lambda, probe  # noqa: E402
 from optimizer.bundle.common import Options  # noqa: E402
 from optimizer.bundle.pack import find_python  # noqa: E402
-from shared.artifact import read_manifest  # noqa: E402
+from shared.artifact.loading import read_manifest  # noqa: E402
 
 
 def measure(artifact: Path | None, runs: int = 7, zip_path: Path | None = None, python: str = "3.12") -> dict:

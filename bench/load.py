@@ -2,11 +2,14 @@
 
     python bench/load.py [--minilm DIR] [--digits DIR] [--compare-s 20] [--soak-s 120] [--clients 8]
 
-1. MiniLM int8, batch 1 (8 token ids): the raw onnxruntime limit (W processes x 1 intra-op thread calling
+1. MiniLM, batch 1, for two artifacts: the text artifact users deploy (a sentence in, tokenized by the
+   runtime) and a token-id stand-in derived from it (same model file, its token tensors as inputs, 8 ids).
+   Each: the raw limit (W processes x 1 intra-op thread, tokenizing where the artifact does and calling
    `session.run` in a tight loop, W = the server's default worker count), then `slimserve serve` at its
    defaults without and with the dynamic batcher, `--clients` concurrent keep-alive clients each; the
-   three legs alternate twice and each figure is the mean of both rounds, so a neighbour's load on
-   this shared machine lands on all three alike. Printed as ratios to the raw limit.
+   three legs alternate twice and each figure is the mean of both rounds, so a neighbour's load on this
+   shared machine lands on all three alike. Printed as ratios to the raw limit, with the server's cost per
+   request over the bare loop (W / server rate - W / raw rate).
 2. Soak: the digits artifact and the MiniLM artifact (batcher on), `--clients` clients for `--soak-s`
    seconds each: requests/s, p50/p95/p99, errors, RSS of the server's processes at start, at 1 min and at
    the end.
@@ -135,7 +138,7 @@ def token_feed(names: list[str]) -> dict[str, np.ndarray]:
 
 def minilm_request(artifact: Path) -> bytes:
     """Token ids in the binary extension for a token-id artifact; the sentence itself for a text artifact."""
-    from shared.codec import encode_request
+    from shared.protocol.codec import encode_request
 
     manifest = json.loads((artifact / "manifest.json").read_text())
     path = f"/v2/models/{manifest['name']}/infer"
@@ -157,30 +160,34 @@ def digits_request(model: str) -> bytes:
 # --- the raw onnxruntime limit ---------------------------------------------------------------------
 
 
-def _raw_loop(model_path: str, seconds: float, ready, go, out) -> None:
-    import onnxruntime as ort
+def _raw_loop(artifact: str, seconds: float, ready, go, out) -> None:
+    """One process of the raw limit: the artifact's own model file, tokenizing per call for a text model."""
+    from shared.artifact.loading import load_artifact
+    from shared.serving.local import LocalModel
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
-    feed = token_feed([i.name for i in session.get_inputs()])
+    model = LocalModel.load(load_artifact(artifact), "/tmp/slimserve", threads=1)  # the server's session options
+    sentence = np.array([SENTENCE.encode()], dtype=object)
+    ids = token_feed([i.name for i in model.session.get_inputs()])
+
+    def call():
+        model.session.run(None, model.text.encode(sentence) if model.text is not None else ids)
+
     for _ in range(20):
-        session.run(None, feed)
+        call()
     ready.release()
     go.wait()
     calls, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        session.run(None, feed)
+        call()
         calls += 1
     out.put(calls / (time.perf_counter() - start))
 
 
-def raw_limit(model_path: Path, processes: int, seconds: float) -> float:
+def raw_limit(artifact: Path, processes: int, seconds: float) -> float:
     """Calls per second of `processes` processes, each one intra-op thread, batch 1, in a tight loop."""
     ctx = mp.get_context("spawn")
     ready, go, out = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_raw_loop, args=(str(model_path), seconds, ready, go, out)) for _ in range(processes)]
+    procs = [ctx.Process(target=_raw_loop, args=(str(artifact), seconds, ready, go, out)) for _ in range(processes)]
     for proc in procs:
         proc.start()
     for _ in procs:
@@ -202,7 +209,7 @@ class Server:
             self.port = probe.getsockname()[1]
         env = {**os.environ, "SLIMSERVE_LOG_LEVEL": os.environ.get("SLIMSERVE_LOG_LEVEL", "INFO")}
         self.log = open(os.devnull, "w")
-        cmd = [sys.executable, "-m", "optimizer.cli", "serve", str(artifact), "--port", str(self.port), *args]
+        cmd = [sys.executable, "-m", "slimserve", "serve", str(artifact), "--port", str(self.port), *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -262,15 +269,33 @@ def warm(port: int, request: bytes, clients: int) -> None:
 # --- the runs ------------------------------------------------------------------------------------
 
 
+def token_id_stand_in(text_artifact: Path, folder: Path) -> Path:
+    """The text artifact's model file served as is, its token tensors as the inputs (no tokenizer)."""
+    import dataclasses
+    import shutil
+
+    from shared.artifact.loading import file_entries, read_manifest, write_manifest
+    from shared.artifact.manifest import TensorSpec
+
+    manifest = read_manifest(text_artifact)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(text_artifact / manifest.model_file, folder / manifest.model_file)
+    feeds = manifest.extra["text"]["feeds"]
+    inputs = tuple(TensorSpec(name, "INT64", (-1, -1)) for name in feeds)
+    write_manifest(folder, dataclasses.replace(manifest, name=f"{manifest.name}-ids", inputs=inputs, files=file_entries(folder, [manifest.model_file]),
+                                               extra={k: v for k, v in manifest.extra.items() if k != "text"}))  # fmt: skip
+    return folder
+
+
 def compare(minilm: Path, clients: int, seconds: float, batch: int) -> dict:
-    from shared.workers import default_workers
+    from shared.server.serve import default_workers
 
     workers = default_workers()
     request = minilm_request(minilm)
     totals = {"raw": 0.0, "plain": 0.0, "batched": 0.0}
     detail: dict[str, list] = {"plain": [], "batched": []}
     for _ in range(2):  # alternating rounds: a neighbour's burst lands on every leg alike
-        totals["raw"] += raw_limit(minilm / _model_file(minilm), workers, seconds / 2)
+        totals["raw"] += raw_limit(minilm, workers, seconds / 2)
         for leg, extra in (("plain", ()), ("batched", ("--max-batch-size", str(batch)))):
             server = Server(minilm, *extra)
             try:
@@ -281,7 +306,9 @@ def compare(minilm: Path, clients: int, seconds: float, batch: int) -> dict:
             totals[leg] += result["rps"]
             detail[leg].append(result)
     raw = totals["raw"] / 2
+    overhead_ms = lambda rps: (workers / rps - workers / raw) * 1000  # noqa: E731
     return {"workers": workers, "raw_calls_per_s": raw, "plain_rps": totals["plain"] / 2, "batched_rps": totals["batched"] / 2,
+            "plain_overhead_ms": overhead_ms(totals["plain"] / 2), "batched_overhead_ms": overhead_ms(totals["batched"] / 2),
             "plain_ratio": totals["plain"] / 2 / raw, "batched_ratio": totals["batched"] / 2 / raw,
             "errors": sum(r["errors"] for rs in detail.values() for r in rs),
             "batched_p50_ms": float(np.mean([r["p50_ms"] for r in detail["batched"]])), "plain_p50_ms": float(np.mean([r["p50_ms"] for r in detail["plain"]]))}  # fmt: skip
@@ -309,21 +336,18 @@ def _model_name(artifact: Path) -> str:
     return json.loads((artifact / "manifest.json").read_text())["name"]
 
 
-def _model_file(artifact: Path) -> str:
-    return json.loads((artifact / "manifest.json").read_text())["model_file"]
-
-
 def ensure_digits(folder: Path) -> None:
     if (folder / "manifest.json").exists():
         return
     if not (DIGITS / "data" / "model.pt").exists():
         subprocess.run([sys.executable, str(DIGITS / "train.py")], check=True)
-    subprocess.run([sys.executable, "-m", "optimizer.cli", "optimize", str(DIGITS / "model.yaml"), "--out", str(folder), "--quiet"], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "slimserve", "optimize", str(DIGITS / "model.yaml"), "--out", str(folder), "--quiet"], cwd=ROOT, check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minilm", type=Path, default=ROOT / "artifacts" / "minilm" / "1", help="MiniLM int8 artifact taking token ids")
+    parser.add_argument("--minilm", type=Path, default=ROOT / "artifacts" / "minilm" / "1",
+                        help="MiniLM text artifact (slimserve optimize examples/minilm/model.yaml); a token-id stand-in is derived from it")
     parser.add_argument("--digits", type=Path, default=ROOT / "artifacts" / "digits" / "1")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--compare-s", type=float, default=20.0, help="seconds per leg of the throughput comparison (two rounds of half)")
@@ -336,10 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     if not have_minilm:
         print(f"no MiniLM artifact at {args.minilm} (--minilm DIR): its legs are skipped", file=sys.stderr)
     if have_minilm and "compare" not in args.skip:
-        report["throughput"] = t = compare(args.minilm, args.clients, args.compare_s, args.batch)
-        print(f"MiniLM batch 1, {args.clients} clients, {t['workers']} workers: raw onnxruntime {t['raw_calls_per_s']:.0f} calls/s; "
-              f"server {t['plain_rps']:.0f} req/s ({t['plain_ratio']:.2f}x) without the batcher, {t['batched_rps']:.0f} req/s "
-              f"({t['batched_ratio']:.2f}x) with it; errors {t['errors']}", flush=True)  # fmt: skip
+        import tempfile
+
+        ids = token_id_stand_in(args.minilm, Path(tempfile.mkdtemp(prefix="minilm-ids-")))
+        for label, artifact in (("token ids", ids), ("text", args.minilm)):
+            report[f"throughput {label}"] = t = compare(artifact, args.clients, args.compare_s, args.batch)
+            print(f"MiniLM {label}, batch 1, {args.clients} clients, {t['workers']} workers: raw {t['raw_calls_per_s']:.0f} calls/s; "
+                  f"server {t['plain_rps']:.0f} req/s ({t['plain_ratio']:.2f}x, +{t['plain_overhead_ms']:.2f} ms a request) without "
+                  f"the batcher, {t['batched_rps']:.0f} req/s ({t['batched_ratio']:.2f}x) with it; errors {t['errors']}", flush=True)  # fmt: skip
     if "digits" not in args.skip:
         ensure_digits(args.digits)
         report["soak_digits"] = s = soak(args.digits, digits_request(_model_name(args.digits)), args.clients, args.soak_s)

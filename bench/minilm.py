@@ -38,7 +38,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENI
 def artifact(tolerance: float) -> Path:
     folder = ARTIFACTS / f"tol-{tolerance:g}"
     if not (folder / "manifest.json").exists():
-        command = [sys.executable, "-m", "optimizer.cli", "optimize", str(EXAMPLE / "model.yaml"), "--tolerance", str(tolerance),
+        command = [sys.executable, "-m", "slimserve", "optimize", str(EXAMPLE / "model.yaml"), "--tolerance", str(tolerance),
                    "--out", str(folder), "--quiet"]  # fmt: skip
         subprocess.run(command, cwd=ROOT, env=ENV, check=True)
     return folder
@@ -60,12 +60,12 @@ def baselines(spec) -> tuple[Path, Path]:
 
 
 class Embedder:
-    """Tokenize + run, the runtime's path (shared.text + one onnxruntime session) for any model file."""
+    """Tokenize + run, the runtime's path (shared.serving.text + one onnxruntime session) for any model file."""
 
     def __init__(self, path: Path, encoder, threads: int = 1):
         import onnxruntime as ort
 
-        from shared.model import session_options
+        from shared.serving.local import session_options
 
         self.session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"])
         self.encoder = encoder
@@ -93,9 +93,9 @@ def p50_ms(embed: Embedder) -> float:
 
 RUNTIME_CHILD = """
 import sys, numpy as np
-from shared.artifact import load_artifact
-from shared.model import Model
-model = Model.load(load_artifact(sys.argv[1]), threads=1)
+from shared.artifact.loading import load_artifact
+from shared.serving.local import LocalModel
+model = LocalModel.load(load_artifact(sys.argv[1]), '/tmp/slimserve', threads=1)
 model.predict({"text": np.array([sys.argv[2].encode()], dtype=object)})
 print("answered", flush=True)
 """
@@ -130,7 +130,7 @@ def cold_start_s(script: str, *args: str) -> float:
 def main() -> None:
     from optimizer.hf_export import encoder_for
     from optimizer.spec import load_spec
-    from shared.artifact import read_manifest
+    from shared.artifact.loading import read_manifest
 
     if not (EXAMPLE / "data" / "evaluation.txt").exists():
         subprocess.run([sys.executable, str(EXAMPLE / "sentences.py")], check=True)

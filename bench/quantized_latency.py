@@ -24,12 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from optimizer import candidates as registry  # noqa: E402
-from optimizer.candidates import Candidate, QuantPreProcess, StaticQDQ, StepContext  # noqa: E402
+from optimizer.candidates import Candidate, QuantPreProcess, StaticQDQ  # noqa: E402
 from optimizer.data import load_dataset  # noqa: E402
 from optimizer.evaluate import Reference, run_model, task_metrics  # noqa: E402
 from optimizer.export import export_fp32  # noqa: E402
 from optimizer.spec import load_spec  # noqa: E402
-from shared.model import session_options  # noqa: E402
+from optimizer.steps import StepContext  # noqa: E402
+from shared.serving.local import session_options  # noqa: E402
 
 DEFAULT = ("fp32", "int8-static-qdq-minmax", "int8-static-qdq-entropy", "int8-static-qdq-percentile")
 VARIANTS = {

@@ -34,7 +34,7 @@ def ensure_artifact() -> None:
         subprocess.run([sys.executable, str(DIGITS / "train.py")], check=True)
     if not (ARTIFACT / "manifest.json").exists():
         subprocess.run(
-            [sys.executable, "-m", "optimizer.cli", "optimize", str(DIGITS / "model.yaml"), "--out", str(ARTIFACT), "--quiet"],
+            [sys.executable, "-m", "slimserve", "optimize", str(DIGITS / "model.yaml"), "--out", str(ARTIFACT), "--quiet"],
             cwd=ROOT,
             check=True,
         )

@@ -15,7 +15,7 @@ import tarfile
 from pathlib import Path
 
 from optimizer.errors import SpecError
-from shared.artifact import MANIFEST, load_artifact, resolve_inside
+from shared.artifact.loading import MANIFEST, load_artifact, resolve_inside
 from shared.errors import ArtifactError
 
 ARCHIVE = "model.tar.gz"

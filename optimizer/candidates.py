@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -26,24 +26,10 @@ import onnxruntime as ort
 
 from optimizer.data import Dataset
 from optimizer.precision import Float16, QuantizeEmbeddings, WeightOnly, needs_reduce_range
-from optimizer.progress import QUIET, Progress
 from optimizer.sparse import Compress, MagnitudePrune
 from optimizer.spec import Spec
+from optimizer.steps import Step, StepContext
 from optimizer.torch_steps import Distill, StructuredPrune
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """What a step may read besides its input model: the spec, calibration data, a scratch folder."""
-
-    spec: Spec
-    calibration: Dataset
-    workdir: Path
-    progress: Progress = QUIET  # bars for the slow steps: calibration, fine-tuning
-
-
-class Step(Protocol):
-    def apply(self, src: Path, dst: Path, ctx: StepContext) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -207,7 +193,7 @@ class Candidate:
         shutil.copyfile(reference, current)
         for index, step in enumerate(self.steps, start=1):
             out = folder / f"{index}-{type(step).__name__}.onnx"
-            with _quiet_quantizer():
+            with quiet_quantizer():
                 step.apply(current, out, ctx)
             current = out
         return current
@@ -269,7 +255,7 @@ def quantized_ops(path: Path) -> str:
     return " ".join(f"{op}×{counts[op]}" for op in _QUANTIZED_OPS if counts[op])
 
 
-class _quiet_quantizer:
+class quiet_quantizer:
     """onnxruntime's quantizer logs advice at WARNING on the root logger; the CLI owns the terminal."""
 
     def __enter__(self):

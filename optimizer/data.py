@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from optimizer.npz_files import LABELS, read_npz
 from optimizer.spec import Spec, Tensor, Where
-
-LABELS = "labels"
 
 
 @dataclass(frozen=True)
@@ -39,11 +37,7 @@ def load_dataset(spec: Spec, which: str) -> Dataset:
         return load_texts(spec, which)
     path: Path = getattr(spec.data, which)
     where = spec.where(f"data.{which}")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise where.error(f"{path.name!r} is not a readable .npz file ({exc})") from None
+    arrays = read_npz(path, where)
     inputs = {tensor.name: _input(arrays, tensor, where, path.name) for tensor in spec.inputs}
     counts = {name: len(array) for name, array in inputs.items()}
     if len(set(counts.values())) != 1:

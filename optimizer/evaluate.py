@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from optimizer.data import Dataset
-from shared.model import session_options
+from shared.serving.local import session_options
 
 _TINY = 1e-12
 

@@ -15,24 +15,19 @@ spec, so a wrong name, dtype or axis is one SpecError line, never a traceback la
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import shutil
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import onnx
 
 from optimizer.errors import SpecError
+from optimizer.export_common import OPSET, error_line, quiet_exporters
 from optimizer.signature import check_signature, example_inputs
 from optimizer.spec import Spec
 
 if TYPE_CHECKING:  # torch loads only when an export runs
     import torch
-
-OPSET = 18  # the dynamo exporter's lowest; the legacy one is pinned to it too so both paths agree
 
 
 def export_fp32(spec: Spec, dst: Path) -> Path:
@@ -59,7 +54,7 @@ def _copy_onnx(spec: Spec, dst: Path) -> None:
         onnx.checker.check_model(str(spec.source.path), full_check=True)
         model = onnx.load(str(spec.source.path))  # also pulls in external data beside it
     except Exception as exc:  # onnx raises ValidationError, DecodeError, OSError...
-        raise where.error(f"is not a valid ONNX model: {_first_line(exc)}") from None
+        raise where.error(f"is not a valid ONNX model: {error_line(exc)}") from None
     onnx.save(model, str(dst))
 
 
@@ -68,10 +63,10 @@ def _export_torchscript(spec: Spec, dst: Path) -> None:
 
     where = spec.where("source.path")
     try:
-        with _quiet():  # torch 2.13 marks torch.jit.load deprecated; TorchScript is still a format we take
+        with quiet_exporters():  # torch 2.13 marks torch.jit.load deprecated; TorchScript is still a format we take
             module = torch.jit.load(str(spec.source.path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError with a C++ backtrace
-        raise where.error(f"is not a TorchScript file torch.jit.load can read: {_first_line(exc)}") from None
+        raise where.error(f"is not a TorchScript file torch.jit.load can read: {error_line(exc)}") from None
     export_module(module, spec, dst)
 
 
@@ -83,7 +78,7 @@ def export_module(module: "torch.nn.Module", spec: Spec, dst: Path) -> None:
     module.eval()
     args = tuple(torch.from_numpy(a) for a in example_inputs(spec.inputs).values())
     dynamic = {t.name: {axis: f"{t.name}_{axis}" for axis, s in enumerate(t.shape) if s == -1} for t in spec.inputs + spec.outputs}
-    with _quiet(), torch.no_grad():
+    with quiet_exporters(), torch.no_grad():
         try:
             torch.onnx.export(
                 module,
@@ -106,11 +101,11 @@ def _export_program(spec: Spec, dst: Path) -> None:
     try:
         program = torch.export.load(str(spec.source.path))
     except Exception as exc:
-        raise where.error(f"is not an ExportedProgram torch.export.load can read: {_first_line(exc)}") from None
+        raise where.error(f"is not an ExportedProgram torch.export.load can read: {error_line(exc)}") from None
     scratch = dst.parent / (dst.stem + ".dynamo")
     scratch.mkdir(exist_ok=True)
     try:
-        with _quiet():
+        with quiet_exporters():
             try:
                 torch.onnx.export(
                     program,
@@ -132,31 +127,5 @@ def _export_program(spec: Spec, dst: Path) -> None:
 def _run_error(spec: Spec, exc: Exception) -> SpecError:
     shapes = ", ".join(f"{t.name} {list(t.shape)}" for t in spec.inputs)
     return spec.where("inputs").error(
-        f"do not suit the model ({shapes}); the exporter said: {_first_line(exc)}"
+        f"do not suit the model ({shapes}); the exporter said: {error_line(exc)}"
     )
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The exporters print progress and deprecation notes; the CLI owns the terminal."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
-    """The line that says what went wrong. TorchScript puts a Python-like traceback first and the
-    actual error (`RuntimeError: mat1 and mat2 shapes cannot be multiplied ...`) last."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    if "TorchScript interpreter" in lines[0] or lines[0].startswith("Traceback"):
-        return lines[-1][:300]
-    return lines[0][:300]
-

@@ -29,7 +29,8 @@ import onnx
 
 from optimizer import candidates as registry
 from optimizer.evaluate import run_model, task_metrics, with_drop
-from shared.manifest import CandidateResult
+from optimizer.steps import StepContext
+from shared.artifact.manifest import CandidateResult
 
 SUFFIX = "+fallback"
 
@@ -96,7 +97,7 @@ def repairs(
     plan: Sequence[registry.Candidate],
     results: Sequence[CandidateResult],
     reference: Path,
-    ctx: registry.StepContext,
+    ctx: StepContext,
     objective: str,
     config: FallbackConfig = FallbackConfig(),
 ) -> Iterator[registry.Candidate]:
@@ -112,7 +113,7 @@ def repairs(
 def repair(
     candidate: registry.Candidate,
     reference: Path,
-    ctx: registry.StepContext,
+    ctx: StepContext,
     config: FallbackConfig = FallbackConfig(),
     per_weight: bool = False,
 ) -> registry.Candidate | None:
@@ -168,7 +169,7 @@ def _smallest_passing(passes, limit: int) -> tuple[int, int | None]:
 class _Trial:
     """Builds variants of one candidate from a shared prefix and scores them on calibration samples."""
 
-    def __init__(self, candidate: registry.Candidate, reference: Path, ctx: registry.StepContext, folder: Path, config: FallbackConfig):
+    def __init__(self, candidate: registry.Candidate, reference: Path, ctx: StepContext, folder: Path, config: FallbackConfig):
         self.candidate, self.ctx, self.folder, self.config = candidate, ctx, folder, config
         self.first = next(i for i, step in enumerate(candidate.steps) if layered(step))
         self.data = ctx.calibration.head(config.samples)
@@ -242,7 +243,7 @@ class _Trial:
         files = [source]
         for index, step in enumerate(steps, start=1):
             out = folder / f"{index}-{type(step).__name__}.onnx"
-            with registry._quiet_quantizer():
+            with registry.quiet_quantizer():
                 step.apply(files[-1], out, self.ctx)
             files.append(out)
         return files

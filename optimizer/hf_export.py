@@ -26,9 +26,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from optimizer.export import OPSET, _first_line, _quiet
+from optimizer.export_common import OPSET, error_line, quiet_exporters
 from optimizer.spec import Spec, Where
-from shared.text import TextConfig, TextEncoder
+from shared.serving.text import TextConfig, TextEncoder
 
 TOKENIZER = "tokenizer.json"
 # Model types whose positions are 0..n-1: passing them explicitly keeps the graph's shapes symbolic.
@@ -56,7 +56,7 @@ def _preprocessing(folder: Path, max_length: int | None, input_name: str, spec_f
     try:
         tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
     except Exception as exc:  # tokenizers raises its own Exception subclass with a serde message
-        raise where.error(f"{TOKENIZER} in {folder} cannot be read by the tokenizers library: {_first_line(exc)}") from None
+        raise where.error(f"{TOKENIZER} in {folder} cannot be read by the tokenizers library: {error_line(exc)}") from None
     positions = int(config.get("max_position_embeddings") or 0) or None
     length = max_length or _default_length(folder, positions)
     if positions and length > positions:
@@ -95,13 +95,13 @@ def export_transformers(spec: Spec, dst: Path) -> Path:
     args = tuple(torch.from_numpy(probe[n]) for n in names)
     output = spec.outputs[0].name
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {output: {0: "batch"}}
-    with _quiet(), torch.no_grad():
+    with quiet_exporters(), torch.no_grad():
         expected = graph(*args).numpy()
         try:
             torch.onnx.export(graph, args, str(dst), input_names=names, output_names=[output], dynamic_axes=axes,
                               opset_version=OPSET, dynamo=False)  # fmt: skip
         except Exception as exc:
-            raise spec.where("source.transformers").error(f"could not be exported to ONNX: {_first_line(exc)}") from None
+            raise spec.where("source.transformers").error(f"could not be exported to ONNX: {error_line(exc)}") from None
     _check(spec, dst, probe, expected)
     (dst.parent / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
     return dst
@@ -118,7 +118,7 @@ def _load(spec: Spec):
     try:
         return head.from_pretrained(str(spec.source.path), attn_implementation="eager").eval()
     except Exception as exc:  # OSError for missing weights, ValueError for unknown architectures...
-        raise spec.where("source.transformers").error(f"transformers cannot load {spec.source.path}: {_first_line(exc)}") from None
+        raise spec.where("source.transformers").error(f"transformers cannot load {spec.source.path}: {error_line(exc)}") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
         transformers.logging.enable_progress_bar()

@@ -27,13 +27,15 @@ from optimizer.progress import progress_for
 from optimizer.search import Decision, Objective, decide, within_tolerance
 from optimizer.sparse import compression, inflate_to
 from optimizer.spec import TARGETS, Spec, Where, check_tolerance, load_spec
+from optimizer.steps import StepContext
 from optimizer.table import print_plain, print_rich
 from optimizer.text_artifact import ship_text_files, text_extra
 from optimizer.timing import paired
 from optimizer.training_spec import Distill
-from shared.artifact import MANIFEST, file_entries, load_artifact, sha256_of, write_manifest
-from shared.inflate import INFLATED
-from shared.manifest import CandidateResult, Manifest
+from shared.artifact.fetch import manifest_digest
+from shared.artifact.loading import MANIFEST, file_entries, load_artifact, sha256_of, write_manifest
+from shared.artifact.manifest import INFLATED
+from shared.artifact.manifest import CandidateResult, Manifest
 
 MODEL_FILE = "model.onnx"
 
@@ -78,7 +80,7 @@ def optimize(
             reference_path = export_fp32(spec, workdir / "reference.onnx")
         calibration = load_dataset(spec, "calibration")
         reference = Reference.of(reference_path, spec.task, load_dataset(spec, "evaluation"), spec.outputs[0].name)
-        ctx = registry.StepContext(spec=spec, calibration=calibration, workdir=workdir, progress=progress)
+        ctx = StepContext(spec=spec, calibration=calibration, workdir=workdir, progress=progress)
         results, files, sizes, speedups = [], {}, {}, {}
         with progress.task("candidates", total=len(plan)) as advance:
             # then the op-wise fallback: failing candidates that could still win, sensitive layers kept higher
@@ -103,6 +105,8 @@ def optimize(
         print_plain(manifest, folder, sys.stdout)
     else:
         print_rich(manifest, folder)
+    digest = manifest_digest(folder)
+    print(f"slimserve: manifest sha256 {digest}; a copy in object storage is pinned as SLIMSERVE_ARTIFACT=PREFIX#sha256={digest}")
     if decision.placement == "endpoint":
         print(f"slimserve: {manifest.name} fits no {budget.target} function; placement endpoint "
               f"(closest: {decision.closest}); see {folder / report.REPORT}")  # fmt: skip
@@ -153,7 +157,7 @@ def _with_distill(spec: Spec, student: str | None) -> Spec:
 def _try(
     candidate: registry.Candidate,
     source: Path,
-    ctx: registry.StepContext,
+    ctx: StepContext,
     reference: Reference,
     timing: TimingConfig,
     baseline: Path,
@@ -245,7 +249,7 @@ def _write(folder: Path, spec: Spec, model: Path, results, decision: Decision, e
         model_file = f"{MODEL_FILE}.{packed}" if packed else MODEL_FILE
         shutil.copyfile(model, staging / model_file)
         shipped = [model_file, *ship_text_files(spec, staging)]
-        if packed:  # what the runtime checks the inflated copy against (shared/inflate.py)
+        if packed:  # what the runtime checks the inflated copy against (shared/artifact/inflate.py)
             inflated = model.with_suffix(".inflated.onnx")
             extra = {**extra, INFLATED: {"sha256": sha256_of(inflated), "bytes": inflated.stat().st_size}}
         manifest = Manifest(

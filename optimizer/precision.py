@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from optimizer.errors import NotApplicable
 
 if TYPE_CHECKING:
-    from optimizer.candidates import StepContext
+    from optimizer.steps import StepContext
 
 MS_DOMAIN = "com.microsoft"
 

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from optimizer.table import print_plain, print_rich
-from shared.artifact import read_manifest
+from shared.artifact.loading import read_manifest
 from shared.errors import ArtifactError
-from shared.manifest import Manifest
+from shared.artifact.manifest import Manifest
 
 REPORT, PARETO = "report.md", "pareto.png"
 

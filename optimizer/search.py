@@ -14,7 +14,7 @@ from typing import Literal
 
 from optimizer.budget import Budget, Fit
 from optimizer.candidates import FP32
-from shared.manifest import CandidateResult, Choice
+from shared.artifact.manifest import CandidateResult, Choice
 
 # fp32 graph rewrites reorder float32 sums; that moves cosine or relative error by ~1e-8, which is
 # round-off, not a drop, and must not push the fp32 candidate itself out of a tolerance of 0.

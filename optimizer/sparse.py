@@ -2,7 +2,7 @@
 
 Zeroed weights stored dense weigh what they weighed before, so `MagnitudePrune` alone shrinks nothing;
 a candidate that uses it ends with `Compress`, and ships `model.onnx.xz`, which the runtime inflates into
-/tmp at cold start (shared/inflate.py). The report states both sizes: compressed (what is deployed) and
+/tmp at cold start (shared/artifact/inflate.py). The report states both sizes: compressed (what is deployed) and
 inflated (what /tmp and memory hold). No fine-tune here, so it applies to any source, ONNX included; the
 accuracy it costs is measured like every candidate's.
 """

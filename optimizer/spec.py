@@ -19,8 +19,8 @@ import yaml
 
 from optimizer.errors import SpecError
 from optimizer.training_spec import DISTILL_KEYS, FINE_TUNE_KEYS, Distill, FineTune
-from shared.datatypes import SPEC_TO_OIP
-from shared.manifest import NAME_PATTERN, TASKS, VERSION_PATTERN, TensorSpec
+from shared.protocol.datatypes import SPEC_TO_OIP
+from shared.artifact.manifest import NAME_PATTERN, TASKS, VERSION_PATTERN, TensorSpec
 
 TARGETS = ("aws-lambda", "gcp-functions", "azure-functions")
 SOURCE_SUFFIXES = (".pt", ".pt2", ".onnx")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from shared.manifest import Manifest
+from shared.artifact.manifest import Manifest
 
 _METRICS = ("accuracy", "agreement", "cosine", "rel_error", "drop")
 

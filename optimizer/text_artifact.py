@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from optimizer.spec import Spec
-from shared.text import TEXT
+from shared.serving.text import TEXT
 
 
 def text_extra(spec: Spec) -> dict:
-    """`{"text": {...}}` for a transformers source (see shared/text.py), else nothing."""
+    """`{"text": {...}}` for a transformers source (see shared/serving/text.py), else nothing."""
     if spec.source.text is None:
         return {}
     from optimizer.hf_export import text_preprocessing

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import functools
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from optimizer.data import LABELS
+from optimizer.npz_files import LABELS, read_npz
 from optimizer.spec import Spec, Where
-from shared.text import TextEncoder
+from shared.serving.text import TextEncoder
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,11 +101,7 @@ def _lines(path: Path, where: Where) -> tuple[list[str], list | None]:
 
 
 def _npz(path: Path, name: str, where: Where) -> tuple[list[str], np.ndarray | None]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise where.error(f"{path.name!r} is not a readable .npz file ({exc})") from None
+    arrays = read_npz(path, where)
     if name not in arrays or arrays[name].dtype.kind not in "US":
         raise where.error(f"{path.name!r} needs the texts as a string array under {name!r}")
     texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in arrays[name].reshape(-1).tolist()]

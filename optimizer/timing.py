@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from optimizer.data import Dataset
 from optimizer.evaluate import TimingConfig
-from shared.model import session_options
+from shared.serving.local import session_options
 
 _PER_ROUND = 20  # runs of each model per round: long enough for a median, short next to a load swing
 

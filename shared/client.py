@@ -14,6 +14,7 @@ import email.utils
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http import HTTPStatus
 from dataclasses import dataclass, field
@@ -23,6 +24,30 @@ from urllib.parse import quote
 import numpy as np
 
 RETRYABLE = (429, 503)
+MAX_REDIRECTS = 5
+
+
+class _SameOriginCredentials(urllib.request.HTTPRedirectHandler):
+    """urllib copies every header onto a redirect, the key and bearer token included: keep them only when
+    the redirect stays on the same scheme, host and port (what curl and requests do)."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def __init__(self, secret_headers: tuple[str, ...]):
+        self.secret = {h.lower() for h in secret_headers}
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(req.full_url) != _origin(new.full_url):
+            for name in list(new.headers):
+                if name.lower() in self.secret:
+                    del new.headers[name]
+        return new
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
 _TO_NUMPY = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64", "INT8": "int8",
              "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16", "FP32": "float32", "FP64": "float64"}  # fmt: skip
 
@@ -92,10 +117,11 @@ class InferenceClient:
         return headers
 
     def _call(self, method: str, url: str, body: bytes | None) -> tuple[dict, int]:
+        opener = urllib.request.build_opener(_SameOriginCredentials(("Authorization", self.api_key_header)))
         for attempt in range(self.retries + 1):
             request = urllib.request.Request(url, data=body, method=method, headers=self._headers())
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                with opener.open(request, timeout=self.timeout_s) as response:
                     return _json(response.read(), url), attempt + 1
             except urllib.error.HTTPError as exc:
                 payload = exc.read()

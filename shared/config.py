@@ -11,15 +11,34 @@ from dataclasses import dataclass, field, fields
 
 ENV_PREFIX = "SLIMSERVE_"
 # Field annotations are strings here (postponed evaluation), so both spellings map to the parser.
-_KINDS = {int: int, "int": int, float: float, "float": float}
-_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bool(raw: str) -> bool:
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise ValueError(raw)
+
+
+_KINDS = {int: int, "int": int, float: float, "float": float, bool: _bool, "bool": _bool}
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", _bool: "true or false"}
 
 
 @dataclass(frozen=True)
 class Settings:
     artifact: str = ""
     """Artifact folder(s) or object-store prefixes (`s3://`, `gs://`, Azure Blob) to serve, separated by commas.
-    Empty: `artifact/` beside the adapter code."""
+    A prefix is pinned by its manifest's sha256: `s3://b/p#sha256=<hex>`. Empty: `artifact/` beside the
+    adapter code."""
+
+    artifact_sha256: str = ""
+    """The pin of a single remote SLIMSERVE_ARTIFACT, as a parameter of its own (serverless.yml's
+    `artifactSha256`, the GCP/Azure deploy scripts' ARTIFACT_SHA256): the same as its `#sha256=` suffix."""
+
+    allow_unpinned: bool = False
+    """Serve an `s3://`/`gs://`/Blob artifact without a `#sha256=` pin, trusting whoever can write that prefix."""
 
     max_body_bytes: int = 6 * 1024 * 1024
     """Largest request body accepted (413 above). Default: Lambda's 6 MB synchronous payload."""
@@ -33,7 +52,7 @@ class Settings:
     log_level: str = "INFO"
     """Log level of the runtime's logger."""
 
-    # --- hardening: who may call, and how much one request may ask (shared/auth.py, shared/limits.py) ---
+    # --- hardening: who may call, and how much one request may ask (shared/http/auth.py, shared/protocol/limits.py) ---
 
     api_key: str = field(default="", repr=False)
     """When set, every route but `/v2/health/*` and `/ping` needs `Authorization: Bearer <key>` or
@@ -62,29 +81,35 @@ class Settings:
     """`allow` or `reject` NaN/Inf in floating-point inputs (400); empty follows the manifest's
     `extra.nan_policy`, else `allow`."""
 
-    # --- the server: `slimserve serve` (shared/workers.py, shared/httpserver.py, shared/batcher.py) -----
+    # --- the server: `slimserve serve` (shared/server/, shared/serving/batcher.py) ---
 
     workers: int = 0
     """Server processes sharing the listening socket; 0: one per CPU this process may run on."""
 
-    threads: int = 32
-    """Connections one server process serves at once (a thread each); more wait in the listen backlog."""
+    threads: int = 8
+    """Requests one server process runs at once (a thread each). Connections are not threads: a slow or
+    idle one costs a socket (up to 1,000 per process), and only a request that has fully arrived takes a thread."""
 
     keepalive_s: float = 5.0
-    """Seconds an idle keep-alive connection is kept open (and the most a request's headers may take)."""
+    """Seconds an idle connection is kept open."""
+
+    request_timeout_s: float = 30.0
+    """Seconds a request's line, headers and body may take to arrive, from its first byte (then the
+    connection is closed, however steadily it trickles)."""
 
     batcher_max_size: int = 0
     """Dynamic batcher of the server: most rows that concurrent requests share one onnxruntime run with;
     0 follows the manifest's `extra.batching` (`{"max_batch_size": 8, "max_queue_delay_ms": 2}`), else off."""
 
-    batcher_max_delay_ms: float = 0.0
-    """How long a run waits for more requests to fill its batch; 0 runs at once with what is queued (the
-    batch still grows while a run is in progress). Used with `SLIMSERVE_BATCHER_MAX_SIZE`."""
+    batcher_max_delay_ms: float = 1.0
+    """How long a run waits for more requests to fill its batch while the model is busy (its recent batches
+    held more than one request; a lone client never waits); 0 runs at once with what is queued (the batch
+    still grows while a run is in progress). Used with `SLIMSERVE_BATCHER_MAX_SIZE`."""
 
     log_format: str = "json"
     """`json`: one JSON object per log line (request id, model, version, status, latency); `text`."""
 
-    # --- placement: where a model runs (shared/placement.py, shared/router.py) ---------------------
+    # --- placement: where a model runs (shared/boot/placement.py, shared/remote/model.py) ---------------------
 
     placement: str = ""
     """`function` or `endpoint` forces where every model runs; empty follows each manifest's `placement`."""
@@ -148,7 +173,7 @@ class Settings:
     """The asynchronous endpoint (SageMaker serves a config either real-time or async, never both);
     empty: `SLIMSERVE_ENDPOINT_NAME`, which suits only the local server."""
 
-    # --- batch: event-triggered inference over stored objects (shared/batch.py) ---------------------
+    # --- batch: event-triggered inference over stored objects (shared/batch/core.py) ---------------------
 
     output: str = ""
     """Prefix that batch results are written under: `s3://bucket/prefix`, `gs://...`, `azure://container/...`
@@ -170,6 +195,22 @@ class Settings:
 
     batch_io_threads: int = 8
     """Threads reading inputs and writing results concurrently (object storage is latency-bound)."""
+
+    batch_max_object_bytes: int = 64 * 1024 * 1024
+    """Largest batch input object, known from its size before it is downloaded (413 above)."""
+
+    batch_max_elements: int = 16_777_216
+    """Most tensor elements in one batch input, all tensors together, checked on the headers (.npy/.npz
+    headers, JSON shapes) before any data is decoded or inflated (413 above). The HTTP limits apply to
+    batch otherwise, but for the batch axis: a record of any length runs in SLIMSERVE_BATCH_MAX_SIZE rows."""
+
+    input: str = ""
+    """Batch: prefixes (comma-separated) that objects named in queue messages must lie under; empty: the
+    container of SLIMSERVE_INPUT_CONTAINER on the configured account (Azure). A message naming anything
+    else fails alone (400)."""
+
+    input_container: str = ""
+    """Azure: the container the blob trigger watches (the binding reads the same app setting)."""
 
     cache_dir: str = "/tmp/slimserve"
     """Where artifacts fetched from `s3://`, `gs://` or Azure Blob are kept, one folder per manifest sha256."""

@@ -9,7 +9,7 @@
     │   ├── MethodNotAllowed (405)
     │   ├── NotAcceptable (406)      `Accept` names a type we cannot answer in
     │   ├── PayloadTooLarge (413)    body over SLIMSERVE_MAX_BODY_BYTES (or the endpoint's sync limit)
-    │   │   └── LimitExceeded (413)  a request limit of shared/limits.py: elements, batch, string, inputs
+    │   │   └── LimitExceeded (413)  a request limit of shared/protocol/limits.py: elements, batch, string, inputs
     │   ├── UnsupportedMediaType (415)
     │   ├── RejectedByEndpoint (400) the remote endpoint refused input that passed our checks
     │   └── RecordError (400)        a batch input that is no readable input: bad format, bad key/URI

@@ -4,7 +4,7 @@
 
 `moto_endpoint` (session): one server per test session, always stopped. `aws` (per test): the environment
 boto3 reads (AWS_ENDPOINT_URL, dummy credentials, region) and a fresh boto3 session; every test gets its
-own buckets/queues by name, and shared.storage forgets clients made for an earlier endpoint.
+own buckets/queues by name.
 """
 
 from __future__ import annotations
@@ -63,8 +63,4 @@ def aws(moto_endpoint, monkeypatch) -> Aws:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    from shared import storage
-
-    storage.reset()
-    yield Aws(moto_endpoint, env)
-    storage.reset()
+    yield Aws(moto_endpoint, env)  # shared.storage.Storage objects made in a test make their clients for it

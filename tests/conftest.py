@@ -51,7 +51,7 @@ class RunningServer:
     def __init__(self, folders: list[Path], env: dict | None = None):
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "optimizer.cli", "serve", *map(str, folders), "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "slimserve", "serve", *map(str, folders), "--port", str(self.port)]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from shared.artifact import file_entries, write_manifest
-from shared.manifest import Choice, Manifest, TensorSpec
+from shared.artifact.loading import file_entries, write_manifest
+from shared.artifact.manifest import Choice, Manifest, TensorSpec
 
 
 def linear_softmax_onnx(in_features: int = 4, classes: int = 3, seed: int = 0) -> onnx.ModelProto:

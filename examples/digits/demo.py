@@ -36,7 +36,7 @@ def free_port() -> int:
 def start_server(port: int) -> subprocess.Popen:
     # Access logs (one JSON line per request) would bury the result; warnings and errors still show.
     env = {**os.environ, "SLIMSERVE_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "optimizer.cli", "serve", str(ARTIFACT), "--port", str(port)], cwd=ROOT, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "slimserve", "serve", str(ARTIFACT), "--port", str(port)], cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -58,7 +58,7 @@ def main() -> int:
 
     step("optimize for aws-lambda")
     code = subprocess.run(
-        [sys.executable, "-m", "optimizer.cli", "optimize", str(HERE / "model.yaml"), "--target", "aws-lambda", "--out", str(ARTIFACT)],
+        [sys.executable, "-m", "slimserve", "optimize", str(HERE / "model.yaml"), "--target", "aws-lambda", "--out", str(ARTIFACT)],
         cwd=ROOT,
     ).returncode
     if code:

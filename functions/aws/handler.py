@@ -2,12 +2,12 @@
 notifications -> the shared batch core.
 
 The model loads here, at import, i.e. in Lambda's init phase: once per execution environment, never per
-request (with SnapStart, once per published version: shared/snapstart.py refreshes what must not be
+request (with SnapStart, once per published version: shared/boot/snapstart.py refreshes what must not be
 shared). A failure to load (no artifact, sha256 mismatch, bad manifest) propagates, so Lambda reports
 an init error instead of serving a broken function.
 
-Where the artifact is: `SLIMSERVE_ARTIFACT` (folders or s3:// prefixes, comma-separated) or, by default,
-`artifact/` at the bundle root, the folder that holds `functions/` and `shared/` (/var/task/artifact).
+Where the artifact is: `SLIMSERVE_ARTIFACT` (folders or pinned s3:// prefixes, comma-separated) or, by
+default, `artifact/` at the bundle root, the folder that holds `functions/` and `shared/` (/var/task/artifact).
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from pathlib import Path
 import serverless_wsgi
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
-from shared import snapstart
-from shared.batch import BatchRunner
-from shared.runtime import build_app
-from shared.s3_notifications import unwrap_sqs
+from shared.batch.core import BatchRunner
+from shared.batch.s3_sqs import partial_response, unwrap_sqs
+from shared.boot import snapstart
+from shared.boot.build import start
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ARTIFACT = BUNDLE_ROOT / "artifact"
@@ -32,24 +31,22 @@ DEFAULT_ARTIFACT = BUNDLE_ROOT / "artifact"
 # Same name as the runtime's logger, so shared's own log lines come out as structured JSON too.
 logger = Logger(service="slimserve")
 metrics = Metrics(namespace="slimserve", service="slimserve")
-# All failed is still a partial response listing every message, not an invocation error: SQS retries
-# the same messages either way, and the function's error rate stays a measure of our own faults.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 try:
-    app = build_app(DEFAULT_ARTIFACT)
+    runtime = start(DEFAULT_ARTIFACT)
 except Exception:
     logger.exception("cold start failed: the artifact did not load")
     raise
+app = runtime.app
 
-snapstart.register(app)
-logger.info("cold start: models loaded", extra={"models": [f"{m.name}/{m.version}" for m in app.plane.repository]})
+snapstart.register(runtime)
+logger.info("cold start: models loaded", extra={"models": [f"{m.name}/{m.version}" for m in runtime.plane.repository]})
 
 
 @metrics.log_metrics
 def http(event: dict, context) -> dict:
     """API Gateway HTTP API (payload 2.0) -> OIP v2 response; binary bodies travel base64 both ways."""
-    start = time.perf_counter()
+    start_s = time.perf_counter()
     response = serverless_wsgi.handle_request(app, event, context)
     status = response["statusCode"]
     # All in the one EMF line log_metrics prints per invocation: errors by status as their own metric
@@ -57,32 +54,29 @@ def http(event: dict, context) -> dict:
     metrics.add_metric(name="Failed" if status >= 400 else "Succeeded", unit=MetricUnit.Count, value=1)
     if status >= 400:
         metrics.add_metric(name=f"Error{status}", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - start) * 1000)
+    metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - start_s) * 1000)
     metrics.add_metadata(key="request_id", value=(response.get("headers") or {}).get("x-request-id", ""))
     return response
 
 
 @cache
 def runner() -> BatchRunner:
-    return BatchRunner(app.plane, app.settings)  # SLIMSERVE_OUTPUT unset: every batch call fails loudly
+    return BatchRunner(runtime.plane, runtime.settings, runtime.storage)  # SLIMSERVE_OUTPUT unset: fails loudly
 
 
 @metrics.log_metrics
 def batch(event: dict, context) -> dict:
-    """SQS messages carrying S3 ObjectCreated notifications -> one result object per S3 object;
-    messages with a failed object come back in `batchItemFailures` (SQS retries them, then the DLQ)."""
-    unwrapped = unwrap_sqs(event, app.settings.output)
+    """SQS messages carrying S3 ObjectCreated notifications -> one result object per S3 object; messages
+    with a failed object come back in `batchItemFailures` (SQS retries them, then the DLQ). All failed is
+    still a partial response, not an invocation error: the function's error rate measures our own faults."""
+    unwrapped = unwrap_sqs(event, runtime.settings.output)
     report = runner().run(unwrapped.records)  # one run over the whole SQS batch: micro-batches span messages
     failed = unwrapped.failures(report)
-    logger.info("batch done", extra={"objects": len(report.outcomes), "failed_messages": failed, "runs": report.runs, "test_events": len(unwrapped.acknowledged), "skipped_results": unwrapped.skipped})
+    logger.info("batch done", extra={"objects": len(report.outcomes), "failed_messages": failed, "runs": report.runs,
+                                     "test_events": len(unwrapped.acknowledged), "skipped_results": unwrapped.skipped})
     metrics.add_metric(name="Succeeded", unit=MetricUnit.Count, value=len(report.succeeded))
     metrics.add_metric(name="Failed", unit=MetricUnit.Count, value=len(report.failed) + len(unwrapped.rejected))
     metrics.add_metric(name="InferenceLatency", unit=MetricUnit.Milliseconds, value=report.inference_s * 1000)
     metrics.add_metric(name="BatchSize", unit=MetricUnit.Count, value=len(report.outcomes))
     metrics.add_metric(name="Runs", unit=MetricUnit.Count, value=report.runs)
-
-    def verdict(record) -> None:  # powertools calls it per message and builds the partial response
-        if record.message_id in failed:
-            raise RuntimeError(failed[record.message_id])
-
-    return process_partial_response(event=event, record_handler=verdict, processor=processor, context=context)
+    return partial_response(failed)

@@ -2,7 +2,7 @@
 
     http      route v2/{*route}; host.json's routePrefix "" keeps the paths /v2/... (not /api/v2/...)
     on_blob   a new blob under %SLIMSERVE_INPUT_CONTAINER% -> the batch core, the blob's bytes inline
-    on_queue  a message on %SLIMSERVE_INPUT_QUEUE% -> the batch core (what a message may be: shared/events.py)
+    on_queue  a message on %SLIMSERVE_INPUT_QUEUE% -> the batch core (what a message may be: shared/batch/azure.py)
 
 A failed record raises: the host retries it and after host.json's maxDequeueCount moves it to the
 `<queue>-poison` queue (blobs: `webjobs-blobtrigger-poison`), our dead-letter queue.
@@ -18,36 +18,34 @@ from pathlib import Path
 
 import azure.functions as func
 
-from shared import events
-from shared.runtime import build_app
+from shared.batch import azure as events
+from shared.batch.trigger import BatchTrigger
+from shared.boot.build import start
+from shared.http import bridge
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 STORAGE = "AzureWebJobsStorage"
 
-
-class _Wsgi(func.WsgiMiddleware):
-    # The stock middleware raises on any 5xx, which the host answers with a bare 500: the app's own
-    # {"error"} body and Retry-After (what clients back off on) would be lost. The app logs its 5xx itself.
-    def _handle_errors(self, wsgi_response) -> None:
-        return None
-
-
-runtime = build_app(BUNDLE_ROOT / "artifact")
-batch = events.BatchTrigger(runtime.plane)
-wsgi = _Wsgi(runtime)
+runtime = start(BUNDLE_ROOT / "artifact")
+batch = BatchTrigger(runtime.plane, runtime.settings, runtime.storage)
+inputs = events.input_prefixes(runtime.settings)
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
 @app.route(route="v2/{*route}", auth_level=func.AuthLevel.FUNCTION)
 def http(req: func.HttpRequest) -> func.HttpResponse:
-    return wsgi.handle(req)
+    # Not func.WsgiMiddleware: it turns every 5xx into a bare host 500, losing our {"error"} and Retry-After.
+    answer = bridge.call(runtime.app, req.method, req.url, req.headers, req.get_body())
+    return func.HttpResponse(answer.get_data(), status_code=answer.status_code, headers=dict(answer.headers), mimetype=answer.mimetype)
 
 
 @app.blob_trigger(arg_name="blob", path="%SLIMSERVE_INPUT_CONTAINER%/{name}", connection=STORAGE)
 def on_blob(blob: func.InputStream) -> None:
-    batch.handle(events.azure_blob(blob.name, blob.read(), batch.output), redeliver_client_errors=True)
+    record = events.azure_blob(blob, batch.output, runtime.settings.batch_max_object_bytes)
+    batch.handle(record, redeliver_client_errors=True)
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%SLIMSERVE_INPUT_QUEUE%", connection=STORAGE)
 def on_queue(msg: func.QueueMessage) -> None:
-    batch.handle(events.queue_message(msg.get_body(), msg.id, batch.output), redeliver_client_errors=True)
+    record = events.queue_message(msg.get_body(), msg.id, batch.output, inputs, runtime.storage.azure_account)
+    batch.handle(record, redeliver_client_errors=True)

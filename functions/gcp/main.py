@@ -4,7 +4,7 @@
     on_storage_event  google.cloud.storage.object.v1.finalized -> the batch core on gs://<bucket>/<name>
 
 The model loads at import, once per instance. `artifact/` at the bundle root (beside `functions/`) is the
-default; SLIMSERVE_ARTIFACT overrides. Retry semantics of the event target: `shared/events.py`.
+default; SLIMSERVE_ARTIFACT overrides. Retry semantics of the event target: `shared/batch/trigger.py`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ if str(BUNDLE_ROOT) not in sys.path:
 import functions_framework  # noqa: E402
 from werkzeug.wrappers import Response  # noqa: E402
 
-from shared import events  # noqa: E402
-from shared.runtime import build_app  # noqa: E402
+from shared.batch.gcs import gcs_object  # noqa: E402
+from shared.batch.trigger import BatchTrigger  # noqa: E402
+from shared.boot.build import start  # noqa: E402
 
-app = build_app(BUNDLE_ROOT / "artifact")
-batch = events.BatchTrigger(app.plane)
+runtime = start(BUNDLE_ROOT / "artifact")
+app = runtime.app
+batch = BatchTrigger(runtime.plane, runtime.settings, runtime.storage)
 
 
 @functions_framework.http
@@ -35,5 +37,5 @@ def http(request):
 
 @functions_framework.cloud_event
 def on_storage_event(event) -> None:
-    record = events.gcs_object(event["type"], event["id"], event.data or {}, batch.output)
+    record = gcs_object(event["type"], event["id"], event.data or {}, batch.output)
     batch.handle(record, redeliver_client_errors=False)

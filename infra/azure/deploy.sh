@@ -13,6 +13,15 @@
 # Event Grid source instead of polling (blob_trigger(source=func.BlobSource.EVENT_GRID) + a subscription).
 set -euo pipefail
 
+# A remote SLIMSERVE_ARTIFACT (s3://, gs://, Blob) is pinned by its manifest's sha256, which `slimserve
+# optimize` and `slimserve bundle` print: ARTIFACT_SHA256=<hex>, or a #sha256=<hex> suffix on the prefix.
+if [[ -n "${ARTIFACT_SHA256:-}" ]]; then export SLIMSERVE_ARTIFACT_SHA256=$ARTIFACT_SHA256; fi
+if [[ "${SLIMSERVE_ARTIFACT:-}" =~ ^(s3|gs|azure|https):// && "$SLIMSERVE_ARTIFACT" != *"#sha256="* && -z "${SLIMSERVE_ARTIFACT_SHA256:-}" \
+      && "${SLIMSERVE_ALLOW_UNPINNED:-}" != "true" ]]; then
+  echo "SLIMSERVE_ARTIFACT $SLIMSERVE_ARTIFACT is not pinned: set ARTIFACT_SHA256 (printed by slimserve optimize/bundle)" >&2
+  exit 2
+fi
+
 APP_ROOT=${1:?usage: deploy.sh APP_ROOT (from slimserve bundle --target azure-functions)}
 : "${RESOURCE_GROUP:?set RESOURCE_GROUP}" "${APP:?set APP}" "${STORAGE_ACCOUNT:?set STORAGE_ACCOUNT}"
 LOCATION=${LOCATION:-westeurope}

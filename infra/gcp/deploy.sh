@@ -14,6 +14,15 @@
 # Callers of NAME-http need roles/run.invoker: `slimserve invoke URL MODEL --bearer "$(gcloud auth print-identity-token)"`.
 set -euo pipefail
 
+# A remote SLIMSERVE_ARTIFACT (s3://, gs://, Blob) is pinned by its manifest's sha256, which `slimserve
+# optimize` and `slimserve bundle` print: ARTIFACT_SHA256=<hex>, or a #sha256=<hex> suffix on the prefix.
+if [[ -n "${ARTIFACT_SHA256:-}" ]]; then export SLIMSERVE_ARTIFACT_SHA256=$ARTIFACT_SHA256; fi
+if [[ "${SLIMSERVE_ARTIFACT:-}" =~ ^(s3|gs|azure|https):// && "$SLIMSERVE_ARTIFACT" != *"#sha256="* && -z "${SLIMSERVE_ARTIFACT_SHA256:-}" \
+      && "${SLIMSERVE_ALLOW_UNPINNED:-}" != "true" ]]; then
+  echo "SLIMSERVE_ARTIFACT $SLIMSERVE_ARTIFACT is not pinned: set ARTIFACT_SHA256 (printed by slimserve optimize/bundle)" >&2
+  exit 2
+fi
+
 SOURCE=${1:?usage: deploy.sh SOURCE_DIR (from slimserve bundle --target gcp-functions)}
 : "${PROJECT:?set PROJECT}" "${INPUT_BUCKET:?set INPUT_BUCKET}" "${SLIMSERVE_OUTPUT:?set SLIMSERVE_OUTPUT (gs://bucket/prefix)}"
 REGION=${REGION:-us-central1}

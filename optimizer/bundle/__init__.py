@@ -1,6 +1,6 @@
 """Function bundles: `slimserve bundle ARTIFACT --target aws-lambda|gcp-functions|azure-functions`.
 
-Each target module (registered in optimizer/cli.py's BUNDLE_TARGETS, beside sagemaker) exposes
+Each target module (registered in slimserve/cli.py's BUNDLE_TARGETS, beside sagemaker) exposes
 `bundle_command(args) -> int` and a `build(artifact, out, Options) -> dict` that returns the report it also
 writes to OUT/bundle.json: pins, what slimming removed and why, sizes by part and by contributor.
 """

@@ -30,6 +30,7 @@ from optimizer.bundle.requirements import runtime_pins
 from optimizer.bundle.slim import slim
 from optimizer.bundle.wheels import wheel_cache
 from optimizer.errors import CliError
+from shared.artifact.fetch import manifest_digest
 
 TARGET = "aws-lambda"
 ZIP_NAME = "slimserve.zip"
@@ -79,7 +80,7 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
         "python": opts.python,
         "zip": ZIP_NAME,
         "sha256": hashlib.sha256((out / ZIP_NAME).read_bytes()).hexdigest(),
-        "artifact": {"name": manifest.name, "version": manifest.version},
+        "artifact": {"name": manifest.name, "version": manifest.version, "manifest_sha256": manifest_digest(artifact)},
         "tokenizer": needs_tokenizer(manifest),
         "precompiled": python is not None,
         "probe": answer,
@@ -89,6 +90,7 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
     }
     (out / MARKER).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     opts.say(f"wrote {out / ZIP_NAME} (sha256 {report['sha256'][:16]}...)")
+    print(f"slimserve: artifact manifest sha256 {report['artifact']['manifest_sha256']} (the pin of a copy fetched from object storage)")
     return report
 
 

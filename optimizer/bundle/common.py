@@ -10,10 +10,10 @@ from pathlib import Path
 import functions
 import shared
 from optimizer.errors import CliError, SpecError
-from shared.artifact import MANIFEST, load_artifact, read_manifest
+from shared.artifact.loading import MANIFEST, load_artifact, read_manifest
 from shared.errors import ArtifactError
-from shared.manifest import Manifest
-from shared.text import TEXT
+from shared.artifact.manifest import Manifest
+from shared.serving.text import TEXT
 
 MARKER = "bundle.json"  # written last into --out; its presence is what lets a rebuild clear the folder
 
@@ -35,7 +35,7 @@ class Options:
 
 
 def needs_tokenizer(manifest: Manifest) -> bool:
-    """Text models name their tokenizer under extra.text.tokenizer (shared/text.py) and ship it in the
+    """Text models name their tokenizer under extra.text.tokenizer (shared/serving/text.py) and ship it in the
     artifact; either sign adds `tokenizers` to the runtime. Other models never carry it."""
     text = manifest.extra.get(TEXT)
     named = isinstance(text, dict) and bool(text.get("tokenizer"))
@@ -64,12 +64,13 @@ def copy_artifact(src: Path, dest: Path) -> Manifest:
     return manifest
 
 
-def _copy_package(src: Path, dest: Path) -> None:
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+def _copy_package(src: Path, dest: Path, *skip: str) -> None:
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", *skip))
 
 
 def copy_code(dest: Path, adapter: str) -> None:
-    """`functions/__init__.py`, `functions/<adapter>/` and `shared/`, from the installed project."""
+    """`functions/__init__.py`, `functions/<adapter>/` and `shared/` (without `shared/server/`: the platform
+    serves a function), from the installed project."""
     functions_dir = Path(functions.__file__).parent
     adapter_dir = functions_dir / adapter
     if not adapter_dir.is_dir():
@@ -77,7 +78,7 @@ def copy_code(dest: Path, adapter: str) -> None:
     (dest / "functions").mkdir(parents=True)
     shutil.copyfile(functions_dir / "__init__.py", dest / "functions" / "__init__.py")
     _copy_package(adapter_dir, dest / "functions" / adapter)
-    _copy_package(Path(shared.__file__).parent, dest / "shared")
+    _copy_package(Path(shared.__file__).parent, dest / "shared", "server")
 
 
 def prepare_out(out: Path) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from shared.manifest import Manifest
+from shared.artifact.manifest import Manifest
 
 # Runs inside the bundle's interpreter: stdlib only. Prints one JSON line last (powertools' EMF metrics and
 # logs may come before it on stdout).

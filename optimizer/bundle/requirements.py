@@ -30,6 +30,9 @@ EXTRAS = {"aws-lambda": "aws", "gcp-functions": "gcp", "azure-functions": "azure
 PROVIDED_BY_PLATFORM = {"aws-lambda": frozenset({"boto3", "botocore", "s3transfer"})}
 
 NEVER_IMPORTED = frozenset({"flatbuffers", "packaging", "protobuf", "sympy", "coloredlogs", "huggingface-hub"})
+# `slimserve serve`'s HTTP server (base dependencies, so a plain install serves): a function is served by its
+# platform, so neither these nor shared/server/ enter a function bundle (optimizer/bundle/common.py).
+SERVER_ONLY = frozenset({"gunicorn", "waitress"})
 
 # tokenizers joins the runtime only for text models (issue 3 ships `tokenizer.json` in the artifact); when this
 # environment has it installed, its version wins. The fallback is the version the runtime weight was measured with.
@@ -88,7 +91,7 @@ def runtime_pins(target: str, python: str, arch: str, *, tokenizer: bool, follow
     """The pinned runtime set for `target`. `follow=False` stops at the top level (a requirements.txt that the
     platform resolves itself); `follow=True` walks the whole tree (wheels we install ourselves)."""
     env = target_environment(python, arch)
-    cut = PROVIDED_BY_PLATFORM.get(target, frozenset()) | NEVER_IMPORTED
+    cut = PROVIDED_BY_PLATFORM.get(target, frozenset()) | NEVER_IMPORTED | SERVER_ONLY
     pins: dict[str, Pin] = {}
     queue = top_level(target, python, arch)
     if tokenizer:

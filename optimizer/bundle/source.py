@@ -32,6 +32,7 @@ from infra.limits import platform
 from optimizer.bundle.requirements import runtime_pins
 from optimizer.bundle.wheels import wheel_cache
 from optimizer.errors import CliError
+from shared.artifact.fetch import manifest_digest
 
 SHIMS = {
     "gcp-functions": (
@@ -91,13 +92,14 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
         "python": opts.python,
         "entry": entry,
         "source_zip_sha256": digest,
-        "artifact": {"name": manifest.name, "version": manifest.version},
+        "artifact": {"name": manifest.name, "version": manifest.version, "manifest_sha256": manifest_digest(artifact)},
         "tokenizer": needs_tokenizer(manifest),
         "requirements": [str(p) for p in pins],
         "sizes": measured.to_dict(),
     }
     (out / MARKER).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     opts.say(f"wrote {out} ({entry}, requirements.txt, functions/, shared/, artifact/)")
+    print(f"slimserve: artifact manifest sha256 {report['artifact']['manifest_sha256']} (the pin of a copy fetched from object storage)")
     return report
 
 

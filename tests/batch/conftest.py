@@ -4,9 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import Settings
-from shared.dataplane import DataPlane
-from shared.repository import ModelRepository
+from shared.boot.build import start
+from shared.serving.dataplane import DataPlane
 from tests.aws_local import aws, moto_endpoint  # noqa: F401  (fixtures)
 from tests.batch.models import write_lookup_artifact, write_word_count_artifact
 from tests.helpers import write_tiny_artifact
@@ -25,4 +24,5 @@ def models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def plane(models) -> DataPlane:
     """Both models in one process, as a function serving several artifacts holds them."""
-    return DataPlane(ModelRepository.from_folders(list(models.values()), Settings()))
+    folders = [str(f) for f in models.values()]
+    return start(folders[0], artifact=",".join(folders)).plane

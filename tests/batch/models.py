@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from shared.manifest import TensorSpec
+from shared.artifact.manifest import TensorSpec
 from tests.helpers import save_artifact
 
 

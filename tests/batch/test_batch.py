@@ -13,8 +13,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from shared.batch import BatchRunner, Record
+from shared.batch.core import BatchRunner, Record
 from shared.config import Settings
+from shared.storage import Storage
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def runner(plane, out: Path, **settings) -> BatchRunner:
-    return BatchRunner(plane, Settings(output=f"file://{out}", **settings))
+    return BatchRunner(plane, Settings(output=f"file://{out}", **settings), Storage())
 
 
 def reference(models, name: str):
@@ -105,7 +106,7 @@ def test_each_bad_record_fails_alone_with_its_reason(plane, folders):
     good = np.zeros((1, 4), np.float32)
     cases = {
         "good.npy": (npy(good), 200, None),
-        "junk.npy": (b"not numpy at all", 400, "is not a readable .npy file"),
+        "junk.npy": (b"not numpy at all", 400, "is not a readable .npy array"),
         "shape.npy": (npy(np.zeros((1, 5), np.float32)), 400, "has shape [1, 5], model 'tiny' expects [-1, 4]"),
         "dtype.npy": (npy(np.zeros((1, 4), np.float64)), 400, "has datatype FP64, model 'tiny' expects FP32"),
         "names.npz": (None, 400, "is not an input of model 'tiny'"),
@@ -191,6 +192,72 @@ def test_records_of_different_models_or_shapes_do_not_mix(plane, folders):
     assert not report.failed and report.runs == 3
 
 
+def test_a_record_longer_than_a_micro_batch_runs_in_chunks_and_answers_whole(plane, models, folders):
+    src, out = folders
+    x = np.random.default_rng(2).normal(size=(1000, 4)).astype(np.float32)
+    report = runner(plane, out, batch_max_size=64).run([Record.inline("in/long.npy", npy(x), model="tiny")])
+    assert not report.failed and report.runs == 16  # ceil(1000 / 64)
+    np.testing.assert_allclose(tensors(result(report.outcomes[0]))["probs"], reference(models, "tiny")({"input": x})["probs"], rtol=1e-5, atol=1e-6)
+
+
+def zip_bomb(rows: int) -> bytes:
+    """An .npz whose one member is `rows` x 4 float32 zeros: it deflates to a thousandth of that."""
+    import zipfile
+
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False, "shape": (rows, 4)})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("input.npy", "w", force_zip64=True) as fh:
+        fh.write(member.getvalue())
+        chunk = bytes(1 << 20)
+        for _ in range(rows * 16 // len(chunk)):
+            fh.write(chunk)
+    return buffer.getvalue()
+
+
+def test_an_npz_bomb_is_refused_from_its_header_before_inflating(plane, folders):
+    """A 64 MiB member in a ~64 KiB archive: refused from the .npy header inside it, not inflated."""
+    import tracemalloc
+
+    bomb = zip_bomb(4 << 20)
+    assert len(bomb) < 200_000
+    tracemalloc.start()
+    report = runner(plane, folders[1], batch_max_elements=1_000_000).run([Record.inline("in/bomb.npz", bomb, model="tiny")])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert report.outcomes[0].status == 413 and "16,777,216 elements, over SLIMSERVE_BATCH_MAX_ELEMENTS=1,000,000" in report.outcomes[0].error
+    assert peak < 8 << 20
+
+
+@pytest.mark.parametrize(
+    "name, body, status, message",
+    [
+        ("big.npy", npy(np.zeros((10, 4), np.float32)), 413, "over SLIMSERVE_BATCH_MAX_OBJECT_BYTES=100"),
+        ("nan.npy", npy(np.array([[np.nan, 0, 0, 0]], np.float32)), 200, None),
+        ("deep.json", b'{"inputs":' + b"[" * 100 + b"]" * 100 + b"}", 400, "over SLIMSERVE_MAX_JSON_DEPTH=32"),
+        ("huge.json", b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1' + b"0" * 5000 + b',0,0,0]}]}', 400, "number"),
+        ("twice.json", json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0] * 4}],
+                                   "outputs": [{"name": "probs"}, {"name": "probs"}]}).encode(), 400, "requested more than once"),  # fmt: skip
+    ],
+)
+def test_batch_records_pass_the_same_checks_as_http(plane, folders, name, body, status, message):
+    limit = 100 if name == "big.npy" else 64 << 20
+    report = runner(plane, folders[1], batch_max_object_bytes=limit).run([Record.inline(f"in/{name}", body, model="tiny")])
+    outcome = report.outcomes[0]
+    assert outcome.status == status and (message is None or message in outcome.error), outcome.error
+
+
+def test_the_object_size_is_known_before_it_is_read(plane, folders, monkeypatch):
+    src, out = folders
+    (src / "big.npy").write_bytes(npy(np.zeros((100, 4), np.float32)))
+    storage = Storage()
+    reads = []
+    monkeypatch.setattr(storage, "read", lambda uri, **kw: reads.append(uri) or Storage.read(storage, uri, **kw))
+    monkeypatch.setattr(type(storage._backends["file"]), "stream", lambda self, obj: (_ for _ in ()).throw(AssertionError("downloaded")))
+    report = BatchRunner(plane, Settings(output=f"file://{out}", batch_max_object_bytes=1000), storage).run([Record.from_uri(f"file://{src}/big.npy", model="tiny")])
+    assert report.outcomes[0].status == 413 and "is 1,728 bytes, over SLIMSERVE_BATCH_MAX_OBJECT_BYTES=1,000" in report.outcomes[0].error
+
+
 # --- which model -----------------------------------------------------------------------------------
 
 
@@ -208,6 +275,6 @@ def test_model_comes_from_setting_else_parent_folder(plane, folders):
 
 def test_runner_refuses_a_missing_output_or_format(plane):
     with pytest.raises(ValueError, match="SLIMSERVE_OUTPUT"):
-        BatchRunner(plane, Settings())
+        BatchRunner(plane, Settings(), Storage())
     with pytest.raises(ValueError, match="json or npz"):
-        BatchRunner(plane, Settings(output="file:///tmp/x", batch_output_format="csv"))
+        BatchRunner(plane, Settings(output="file:///tmp/x", batch_output_format="csv"), Storage())

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from shared import storage
-from shared.errors import NotFound, RecordError, StorageError
+from shared.errors import LimitExceeded, NotFound, RecordError, StorageError
+from shared.storage import Storage
 from tests.conftest import ROOT, free_port
 
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
@@ -50,32 +51,46 @@ def test_join_keeps_keys_under_the_prefix():
             storage.join("file:///tmp/out", key)
 
 
+def exercise(store: Storage, uri: str, missing: str, tmp_path: Path) -> None:
+    """What every backend must do the same way: write (overwrite), read, size, bounded read, streamed
+    download with its sha256, exists, NotFound."""
+    import hashlib
+
+    store.write(uri, b"one")
+    store.write(uri, b"payload")  # overwrite, never a second object
+    assert store.read(uri) == b"payload" and store.exists(uri) and store.size(uri) == 7
+    assert store.read(uri, max_bytes=7) == b"payload"
+    with pytest.raises(LimitExceeded, match="is 7 bytes, over SLIMSERVE_X=6"):
+        store.read(uri, max_bytes=6, setting="SLIMSERVE_X")
+    assert store.download(uri, tmp_path / "copy", 7) == hashlib.sha256(b"payload").hexdigest()
+    assert (tmp_path / "copy").read_bytes() == b"payload"
+    with pytest.raises(StorageError, match="larger than the 6 bytes expected"):
+        store.download(uri, tmp_path / "copy", 6)
+    assert not store.exists(missing)
+    for call in (lambda: store.read(missing), lambda: store.size(missing), lambda: store.read(missing, max_bytes=10)):
+        with pytest.raises(NotFound, match="does not exist"):
+            call()
+
+
 def test_file_backend_round_trip(tmp_path: Path):
     uri = f"file://{tmp_path}/deep/er/x.json"
-    assert not storage.exists(uri)
-    storage.write(uri, b"one")
-    storage.write(uri, b"two")  # overwrite, never a second object
-    assert storage.read(uri) == b"two" and storage.exists(uri)
+    exercise(Storage(), uri, f"file://{tmp_path}/nope", tmp_path)
     assert [p.name for p in (tmp_path / "deep" / "er").iterdir()] == ["x.json"]  # no temp files left
-    with pytest.raises(NotFound):
-        storage.read(f"file://{tmp_path}/nope")
 
 
-def test_s3_backend_against_moto(aws):
+def test_s3_backend_against_moto(aws, tmp_path):
     s3 = aws.client("s3")
     s3.create_bucket(Bucket="storage-test")
+    store = Storage()
     uri = "s3://storage-test/in/a b?c#d.npy"
-    storage.write(uri, b"payload", "application/octet-stream")
+    exercise(store, uri, "s3://storage-test/missing", tmp_path)
     assert s3.get_object(Bucket="storage-test", Key="in/a b?c#d.npy")["Body"].read() == b"payload"
-    assert storage.read(uri) == b"payload" and storage.exists(uri)
-    assert not storage.exists("s3://storage-test/missing")
-    with pytest.raises(NotFound, match="does not exist"):
-        storage.read("s3://storage-test/missing")
+    assert store.read_typed(uri)[1] == "application/octet-stream"
     with pytest.raises(NotFound, match="bucket 'no-such-bucket'"):
-        storage.read("s3://no-such-bucket/x")
+        store.read("s3://no-such-bucket/x")
 
 
-def test_gcs_backend_against_the_emulator(monkeypatch):
+def test_gcs_backend_against_the_emulator(monkeypatch, tmp_path):
     from gcp_storage_emulator.server import create_server
 
     port = free_port()
@@ -83,14 +98,8 @@ def test_gcs_backend_against_the_emulator(monkeypatch):
     server.start()
     try:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-        storage.reset()
-        uri = "gs://slimserve-gcs/in/a b.npy"
-        storage.write(uri, b"payload")
-        assert storage.read(uri) == b"payload" and storage.exists(uri)
-        with pytest.raises(NotFound):
-            storage.read("gs://slimserve-gcs/missing")
+        exercise(Storage(), "gs://slimserve-gcs/in/a b.npy", "gs://slimserve-gcs/missing", tmp_path)
     finally:
-        storage.reset()
         server.stop()
 
 
@@ -106,8 +115,6 @@ def azurite(tmp_path, monkeypatch):
     )
     connection = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
     monkeypatch.delenv("AzureWebJobsStorage", raising=False)
-    monkeypatch.setenv("SLIMSERVE_AZURE_CONNECTION", connection)
-    storage.reset()
     try:
         from azure.storage.blob import BlobServiceClient
 
@@ -123,28 +130,26 @@ def azurite(tmp_path, monkeypatch):
                 time.sleep(0.1)
         service = BlobServiceClient.from_connection_string(connection)
         service.create_container("slimserve")
-        yield service
+        yield service, Storage(connection)
     finally:
-        storage.reset()
         proc.terminate()
         proc.wait(timeout=10)
         shutil.rmtree(tmp_path / "azurite", ignore_errors=True)
 
 
-def test_azure_backend_against_azurite(azurite):
-    storage.write("azure://slimserve/in/a b.npy", b"payload")
-    assert azurite.get_blob_client("slimserve", "in/a b.npy").download_blob().readall() == b"payload"
+def test_azure_backend_against_azurite(azurite, tmp_path):
+    service, store = azurite
+    exercise(store, "azure://slimserve/in/a b.npy", "azure://slimserve/missing", tmp_path)
+    assert service.get_blob_client("slimserve", "in/a b.npy").download_blob().readall() == b"payload"
     # The URL form Azure prints names the same blob (account from the connection string).
-    assert storage.read("https://devstoreaccount1.blob.core.windows.net/slimserve/in/a%20b.npy") == b"payload"
-    assert storage.exists("azure://slimserve/in/a b.npy") and not storage.exists("azure://slimserve/missing")
-    with pytest.raises(NotFound):
-        storage.read("azure://slimserve/missing")
+    assert store.read("https://devstoreaccount1.blob.core.windows.net/slimserve/in/a%20b.npy") == b"payload"
+    assert store.azure_account == "devstoreaccount1"
 
 
 def test_azure_without_a_connection_string_says_what_is_missing(monkeypatch):
     for name in storage.AZURE_CONNECTION_ENV:
         monkeypatch.delenv(name, raising=False)
-    storage.reset()
+    from shared.config import Settings
+
     with pytest.raises(StorageError, match="SLIMSERVE_AZURE_CONNECTION or AzureWebJobsStorage"):
-        storage.read("azure://c/x")
-    storage.reset()
+        Storage.from_settings(Settings.resolve()).read("azure://c/x")

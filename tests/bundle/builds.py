@@ -49,8 +49,8 @@ def write_text_artifact(folder: Path) -> Path:
     from onnx import TensorProto, helper
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from shared.artifact import file_entries, write_manifest
-    from shared.manifest import Choice, Manifest, TensorSpec
+    from shared.artifact.loading import file_entries, write_manifest
+    from shared.artifact.manifest import Choice, Manifest, TensorSpec
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "hello": 2, "world": 3}, unk_token="[UNK]"))

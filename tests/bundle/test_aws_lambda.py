@@ -15,7 +15,7 @@ import pytest
 import infra.limits
 from optimizer.bundle import aws_lambda, probe
 from optimizer.bundle.common import Options
-from optimizer.cli import main
+from slimserve.cli import main
 from tests.bundle.builds import NO_PYTHON312, PYTHON312, tiny_artifact, tiny_lambda_bundle
 from tests.eventlib import load_event
 
@@ -63,7 +63,7 @@ def test_bundle_holds_the_runtime_and_nothing_slimming_cut(bundle):
     assert not any(n.startswith(("onnxruntime/tools/", "onnxruntime/quantization/", "onnxruntime/transformers/")) for n in names)
     assert not any(n.startswith("onnxruntime/capi/libonnxruntime.so") for n in names)  # readelf: nothing links it
     if report["precompiled"]:
-        assert "shared/__pycache__/app.cpython-312.pyc" in names and "numpy/__pycache__/__init__.cpython-312.pyc" in names
+        assert "shared/http/__pycache__/app.cpython-312.pyc" in names and "numpy/__pycache__/__init__.cpython-312.pyc" in names
     assert report["sizes"]["unzipped_bytes"] < 100 * 2**20 and report["sizes"]["zipped_bytes"] < 35 * 2**20
     assert set(report["sizes"]["parts"]) == {"runtime wheels", "code", "model"}
 

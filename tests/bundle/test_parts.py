@@ -15,7 +15,7 @@ from optimizer.bundle.sizes import Item, Sizes, check, contributor
 from optimizer.bundle.slim import first_party_uses
 from optimizer.bundle.wheels import platform_tags
 from optimizer.errors import DoesNotFit
-from shared.manifest import Choice, FileEntry, Manifest, TensorSpec
+from shared.artifact.manifest import Choice, FileEntry, Manifest, TensorSpec
 
 
 def manifest(**changes) -> Manifest:

@@ -11,8 +11,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from shared.artifact import file_entries, load_artifact, write_manifest
-from shared.runtime import build_app
+from shared.artifact.loading import file_entries, load_artifact, write_manifest
+from shared.boot.build import build_app, start
 from tests.endpoint.faults import LoopbackServer
 from tests.functions.aws.conftest import load_handler  # noqa: F401  (the fixture, re-used as is)
 from tests.helpers import linear_softmax_onnx, write_tiny_artifact
@@ -74,7 +74,7 @@ def endpoint():
     servers: list[LoopbackServer] = []
 
     def start(folder: Path, **overrides) -> LoopbackServer:
-        server = LoopbackServer(build_app(folder, artifact=str(folder), placement="function", **overrides))
+        server = LoopbackServer(build_app(folder, artifact=str(folder), placement="function", sagemaker_runtime=True, **overrides))
         servers.append(server)
         return server
 
@@ -83,7 +83,12 @@ def endpoint():
         server.stop()
 
 
+def function_runtime(folder: Path, sagemaker_url: str, **overrides):
+    """The function's runtime (what every adapter starts), its endpoint reached by boto3 at `sagemaker_url`."""
+    os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = sagemaker_url
+    return start(folder, artifact=str(folder), **{**FAST, "endpoint_name": ENDPOINT_NAME, **overrides})
+
+
 def function_app(folder: Path, sagemaker_url: str, **overrides):
     """The function's app (what every adapter wraps), its endpoint reached by boto3 at `sagemaker_url`."""
-    os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = sagemaker_url
-    return build_app(folder, artifact=str(folder), **{**FAST, "endpoint_name": ENDPOINT_NAME, **overrides})
+    return function_runtime(folder, sagemaker_url, **overrides).app

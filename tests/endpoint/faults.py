@@ -13,7 +13,7 @@ import time
 
 from werkzeug.serving import make_server
 
-from shared.sagemaker_runtime import aws_error, model_error
+from shared.http.sagemaker_runtime import aws_error, model_error
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access line per request drowns the test log
 

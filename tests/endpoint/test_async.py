@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from werkzeug.test import Client
 
-from shared import codec
+from shared.protocol import codec
 from tests.conftest import free_port, wait_for_http
 from tests.endpoint.conftest import function_app, write_endpoint_artifact
 from tests.helpers import write_tiny_artifact
@@ -108,4 +108,51 @@ def test_without_an_async_bucket_a_large_request_is_413(tmp_path, endpoint):
     response = client.post("/v2/models/tiny/infer", json=BODY)
 
     assert response.status_code == 413 and "SLIMSERVE_ASYNC_BUCKET" in response.json["error"]
+    assert server.faults.seen == 0
+
+
+def test_the_stand_in_reads_only_under_its_async_prefix(tmp_path, endpoint, s3):
+    endpoint_dir, _ = write_endpoint_artifact(tmp_path)
+    server = endpoint(endpoint_dir, **ASYNC)
+    s3.create_bucket(Bucket="someone-elses")
+    s3.put_object(Bucket="someone-elses", Key="secret.json", Body=b"{}")
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=server.url)
+    for location in ("s3://someone-elses/secret.json", f"s3://{BUCKET}/elsewhere/x", f"s3://{BUCKET}/slimserve-async/../secret"):
+        with pytest.raises(runtime.exceptions.ValidationError, match="InputLocation must be an object under"):
+            runtime.invoke_endpoint_async(EndpointName="tiny-ep", InputLocation=location, ContentType="application/json")
+
+
+def test_the_stand_in_runs_few_asynchronous_requests_at_once_and_throttles_the_rest(tmp_path, endpoint, s3):
+    from shared.http.sagemaker_runtime import ASYNC_QUEUE, ASYNC_WORKERS
+
+    endpoint_dir, _ = write_endpoint_artifact(tmp_path)
+    server = endpoint(endpoint_dir, **ASYNC)
+    server.faults.delay_s = 0.0
+    s3.put_object(Bucket=BUCKET, Key="slimserve-async/input/slow", Body=b"{}")
+    stand_in = server.faults.app.stand_in
+    release = __import__("threading").Event()
+    stand_in._run_async = lambda *args: (release.wait(10), stand_in._slots.release())  # each job holds its slot
+    client = Client(server.faults.app)
+    headers = {"X-Amzn-SageMaker-InputLocation": f"s3://{BUCKET}/slimserve-async/input/slow", "X-Amzn-SageMaker-Content-Type": "application/json"}
+    codes = [client.post("/endpoints/tiny-ep/async-invocations", headers=headers).status_code for _ in range(ASYNC_WORKERS + ASYNC_QUEUE + 3)]
+    release.set()
+    assert codes.count(202) == ASYNC_WORKERS + ASYNC_QUEUE and codes[-3:] == [429, 429, 429]
+
+
+def test_batch_never_defers_a_record_to_the_asynchronous_endpoint(tmp_path, endpoint, s3):
+    """Nothing would poll it, and every redelivery would start another job: a record too large to send
+    synchronously fails alone (413), and no asynchronous input is written."""
+    from shared.batch.core import BatchRunner, Record
+    from tests.endpoint.conftest import function_runtime
+
+    endpoint_dir, function_dir = write_endpoint_artifact(tmp_path)
+    server = endpoint(endpoint_dir, **ASYNC)
+    runtime = function_runtime(function_dir, server.url, **ASYNC, output=f"file://{tmp_path}/out", batch_max_size=64)
+    buffer = __import__("io").BytesIO()
+    np.save(buffer, X)
+    stored = lambda: {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="slimserve-async/").get("Contents", [])}  # noqa: E731
+    before = stored()
+    report = BatchRunner(runtime.plane, runtime.settings, runtime.storage).run([Record.inline("in/x.npy", buffer.getvalue(), id="r")])
+    assert report.outcomes[0].status == 413 and "batch runs synchronously" in report.outcomes[0].error
+    assert stored() == before
     assert server.faults.seen == 0

@@ -10,13 +10,13 @@ import tarfile
 
 import pytest
 
-from shared.artifact import load_artifact
+from shared.artifact.loading import load_artifact
 from tests.conftest import ROOT
 from tests.endpoint.conftest import write_endpoint_artifact
 
 
 def slimserve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optimizer.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "slimserve", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_archive_is_deterministic_with_the_artifact_at_its_root(tmp_path):

@@ -15,10 +15,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from werkzeug.test import Client
 
-from shared.app import InferenceApp
-from shared.dataplane import DataPlane
-from shared.repository import ModelRepository
-from shared.runtime import app_from_folders, build_app
+from shared.config import Settings
+from shared.http.app import InferenceApp
+from shared.serving.dataplane import DataPlane
+from shared.serving.repository import ModelRepository
+from shared.boot.build import app_from_folders, build_app
 from tests.helpers import write_tiny_artifact
 
 X = np.random.default_rng(11).normal(size=(3, 4)).astype(np.float32)
@@ -54,7 +55,7 @@ def oip_json(x=X) -> str:
 def test_ping_is_200_when_models_are_loaded_503_when_not(client):
     response = client.get("/ping")
     assert response.status_code == 200 and response.mimetype == "application/json"
-    empty = Client(InferenceApp(DataPlane(ModelRepository([]))))
+    empty = Client(InferenceApp(DataPlane(ModelRepository([])), Settings()))
     assert empty.get("/ping").status_code == 503
 
 
@@ -104,10 +105,10 @@ def test_npy_in_json_out_and_json_in_npy_out(client, expected):
     [
         (b"a,b,c\n1,2,3", "text/csv", {}, 415, "text/csv"),
         (oip_json(), "application/json", {"Accept": "text/csv"}, 406, "Accept"),
-        (b"not an npy file", "application/x-npy", {}, 400, "not a .npy array"),
+        (b"not an npy file", "application/x-npy", {}, 400, "not a readable .npy array"),
         (npy(X.astype(np.float64)), "application/x-npy", {}, 400, "datatype FP64"),
         (npy(X[:, :3]), "application/x-npy", {}, 400, "shape [3, 3]"),
-        (npy(np.array([{"a": 1}], dtype=object)), "application/x-npy", {}, 400, "not a .npy array"),
+        (npy(np.array([{"a": 1}], dtype=object)), "application/x-npy", {}, 400, "holds no tensor (object arrays would need pickle)"),
         (b"{not json", "application/json", {}, 400, "not valid JSON"),
         (b"{}", f"{BINARY}", {}, 400, "json-header-size"),
         (b"x" * 5000, "application/json", {}, 413, "over the limit"),

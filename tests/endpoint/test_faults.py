@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from werkzeug.test import Client
 
-from shared.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from shared.remote.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from tests.conftest import free_port
 from tests.endpoint.conftest import FAST, function_app, write_endpoint_artifact
 

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from werkzeug.test import Client
 
-from shared.runtime import build_app
+from shared.boot.build import build_app
 from tests.helpers import write_tiny_artifact
 
 CUDA = "CUDAExecutionProvider"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.endpoint import MODEL_DIR
+from shared.server.sagemaker_entry import MODEL_DIR
 from tests.conftest import ROOT
 
 cfnlint = pytest.importorskip("cfnlint", reason="cfn-lint is not installed (pip install cfn-lint)")
@@ -92,11 +92,11 @@ def test_dockerfile_structure():
     assert ("EXPOSE", "8080") in steps
     assert MODEL_DIR in runs
     entrypoint = json.loads(dict(steps)["ENTRYPOINT"])
-    assert entrypoint == ["python", "-m", "shared.endpoint"] and json.loads(dict(steps)["CMD"]) == ["serve"]
+    assert entrypoint == ["python", "-m", "shared.server.sagemaker_entry"] and json.loads(dict(steps)["CMD"]) == ["serve"]
 
 
 def test_the_entry_point_accepts_serve_and_imports_no_torch():
-    probe = "import sys, shared.endpoint as e; assert 'torch' not in sys.modules; e.main(['serve', '--help'])"
+    probe = "import sys, shared.server.sagemaker_entry as e; assert 'torch' not in sys.modules; e.main(['serve', '--help'])"
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "{serve}" in done.stdout and "--port" in done.stdout

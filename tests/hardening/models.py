@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from shared.artifact import file_entries
-from shared.manifest import TensorSpec
+from shared.artifact.loading import file_entries
+from shared.artifact.manifest import TensorSpec
 from tests.helpers import save_artifact, write_tiny_artifact
 
 

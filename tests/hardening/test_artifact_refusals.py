@@ -14,17 +14,17 @@ import onnx
 import pytest
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-from shared.artifact import load_artifact
+from shared.artifact.loading import load_artifact
 from shared.errors import ArtifactError
-from shared.external_data import external_locations
-from shared.model import Model
+from shared.artifact.external_data import external_locations
+from shared.serving.local import LocalModel
 from tests.conftest import ROOT
 from tests.hardening.models import write_external_data_artifact
 from tests.helpers import linear_softmax_onnx, write_tiny_artifact
 
 
 def serve_exit(folder: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optimizer.cli", "serve", str(folder), "--port", "0", "--workers", "1"],
+    return subprocess.run([sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0", "--workers", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
@@ -65,10 +65,31 @@ def test_external_data_the_manifest_does_not_list_is_refused(tmp_path):
 
 def test_listed_external_data_inside_the_folder_loads_and_answers(tmp_path):
     folder = write_external_data_artifact(tmp_path / "tiny", "weights/w.bin", listed=True)
-    model = Model.load(load_artifact(folder))
-    reference = Model.load(load_artifact(write_tiny_artifact(tmp_path / "plain")))
+    model = LocalModel.load(load_artifact(folder), str(tmp_path / "cache"))
+    reference = LocalModel.load(load_artifact(write_tiny_artifact(tmp_path / "plain")), str(tmp_path / "cache"))
     x = np.ones((2, 4), np.float32)
     np.testing.assert_allclose(model.predict({"input": x})["probs"], reference.predict({"input": x})["probs"], rtol=1e-6)
+
+
+def test_every_file_onnxruntime_loads_is_scanned_whatever_its_suffix(tmp_path):
+    """A model file named `model.bin` (or a fallback named anything) is scanned like `model.onnx`."""
+    import json
+
+    folder = write_external_data_artifact(tmp_path / "tiny", "weights.bin", listed=False)
+    (folder / "model.onnx").rename(folder / "model.bin")
+    doc = json.loads((folder / "manifest.json").read_text())
+    doc["files"]["model.bin"] = doc["files"].pop("model.onnx")
+    doc["model_file"] = "model.bin"
+    (folder / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="'weights.bin', which the manifest does not list"):
+        load_artifact(folder)
+    doc["model_file"] = "model.bin"
+    doc["files"]["plain.onnx"] = doc["files"]["model.bin"]
+    doc["extra"] = {"fallback": {"model_file": "model.bin"}}
+    (folder / "plain.onnx").write_bytes((folder / "model.bin").read_bytes())
+    (folder / "manifest.json").write_text(json.dumps({**doc, "model_file": "plain.onnx"}))
+    with pytest.raises(ArtifactError, match="'weights.bin', which the manifest does not list"):
+        load_artifact(folder)  # the fallback, model.bin, is what reads it
 
 
 def test_tampered_external_data_is_refused(tmp_path):
@@ -93,7 +114,7 @@ def test_the_scan_finds_what_onnx_finds(tmp_path):
 def test_a_model_file_that_is_not_protobuf_is_refused(tmp_path, garbage):
     folder = write_tiny_artifact(tmp_path / "tiny")
     (folder / "model.onnx").write_bytes(garbage)
-    from shared.artifact import file_entries
+    from shared.artifact.loading import file_entries
     import json
 
     doc = json.loads((folder / "manifest.json").read_text())

@@ -12,7 +12,7 @@ import pytest
 from werkzeug.test import Client as WsgiClient
 
 from shared.config import Settings
-from shared.runtime import build_app
+from shared.boot.build import build_app
 from tests.conftest import ROOT, RunningServer
 from tests.hardening.conftest import tiny_request
 from tests.helpers import write_tiny_artifact
@@ -94,7 +94,7 @@ def test_settings_never_show_the_key():
                                          ({"SLIMSERVE_API_KEY_FILE": "/nonexistent/keys"}, "SLIMSERVE_API_KEY_FILE /nonexistent/keys")])  # fmt: skip
 def test_a_key_setting_that_cannot_work_stops_the_server_with_a_message(tmp_path, env, message):
     artifact = write_tiny_artifact(tmp_path / "tiny")
-    proc = subprocess.run([sys.executable, "-m", "optimizer.cli", "serve", str(artifact), "--port", "0"], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "slimserve", "serve", str(artifact), "--port", "0"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env={**__import__("os").environ, **env})  # fmt: skip
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
     assert KEY not in proc.stderr

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shared import codec
-from shared.codec import InferenceResponse
-from shared.datatypes import OIP_TO_NUMPY
+from shared.protocol import codec
+from shared.protocol.codec import InferenceResponse
+from shared.protocol.datatypes import OIP_TO_NUMPY
 
 NUMERIC = [name for name in OIP_TO_NUMPY if name != "BYTES"]
 SHAPES = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)

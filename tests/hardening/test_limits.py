@@ -11,9 +11,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from shared.codec import decode_request
+from shared.protocol.codec import decode_request
 from shared.errors import InvalidTensor, LimitExceeded, MalformedRequest
-from shared.limits import Limits
+from shared.protocol.limits import Limits
 from tests.conftest import RunningServer
 from tests.hardening.conftest import tiny_request
 from tests.hardening.models import write_echo_artifact, write_nan_rejecting_artifact
@@ -150,16 +150,17 @@ def _sqs(*keys: str) -> dict:
 def test_object_keys_that_leave_their_prefix_or_name_no_model_fail_alone(tmp_path):
     """An encoded `..` in an S3 key, or a folder name no manifest could have, fails that record (400) before
     any read; the good record beside it is answered."""
-    from shared.batch import BatchRunner
+    from shared.batch.core import BatchRunner
     from shared.config import Settings
-    from shared.runtime import build_app
-    from shared.s3_notifications import unwrap_sqs
+    from shared.boot.build import build_app
+    from shared.batch.s3_sqs import unwrap_sqs
+    from shared.storage import Storage
 
     tiny, other = write_tiny_artifact(tmp_path / "tiny"), write_tiny_artifact(tmp_path / "other", name="other")
     (tmp_path / "in" / "incoming" / "tiny").mkdir(parents=True)
     np.save(tmp_path / "in" / "incoming" / "tiny" / "ok.npy", np.ones((1, 4), np.float32))
     settings = Settings.resolve(artifact=f"{tiny},{other}", output=f"file://{tmp_path}/out")
-    runner = BatchRunner(build_app(tiny, settings).plane, settings)
+    runner = BatchRunner(build_app(tiny, settings).plane, settings, Storage())
     records = unwrap_sqs(_sqs("incoming/..%2F..%2Fetc%2Fpasswd.npy", "incoming/Evil%24Name/x.npy")).records
     records.append(type(records[0]).from_uri(f"file://{tmp_path}/in/incoming/tiny/ok.npy", id="good"))
     report = runner.run(records)

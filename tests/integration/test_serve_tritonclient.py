@@ -78,7 +78,7 @@ def test_tampered_artifact_is_refused_with_exit_code(tiny_artifact):
     data[-1] ^= 0xFF
     model.write_bytes(bytes(data))
     proc = subprocess.run(
-        [sys.executable, "-m", "optimizer.cli", "serve", str(tiny_artifact), "--port", "0"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "slimserve", "serve", str(tiny_artifact), "--port", "0"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 1
     assert "sha256 of model.onnx" in proc.stderr and "refusing to load" in proc.stderr

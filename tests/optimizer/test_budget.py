@@ -11,11 +11,11 @@ import pytest
 
 from optimizer.budget import RUNTIME, Budget, Footprint, Room, budget_for, deflated_size, fit
 from infra import limits
-from optimizer.cli import main
+from slimserve.cli import main
 from optimizer.pipeline import optimize
 from optimizer.search import decide, within_tolerance
-from shared.artifact import load_artifact
-from shared.manifest import CandidateResult
+from shared.artifact.loading import load_artifact
+from shared.artifact.manifest import CandidateResult
 from tests.optimizer.conftest import FAST_TIMING, tiny_spec
 
 MB = 10**6
@@ -105,7 +105,7 @@ def test_a_model_over_the_budget_goes_to_the_endpoint_with_exit_code_0(tmp_path:
     assert (manifest.placement, manifest.delivery) == ("endpoint", "bundle")
     assert manifest.budget["max_model_bytes"] == 1000 and manifest.budget["rooms"]
     assert "Closest: int8-static-qdq-minmax (" in manifest.chosen.reason and "--max-bytes 1,000" in manifest.chosen.reason
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("slimserve:")]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("slimserve:") and "manifest sha256" not in line]
     assert len(lines) == 1 and "placement endpoint" in lines[0] and "report.md" in lines[0]
     assert (out / "report.md").is_file() and "placement `endpoint`" in (out / "report.md").read_text()
 

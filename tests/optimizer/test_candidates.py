@@ -9,11 +9,12 @@ import onnxruntime as ort
 import pytest
 
 from optimizer import candidates as registry
-from optimizer.candidates import Candidate, DynamicInt8, GraphOptimize, QuantPreProcess, StaticQDQ, StepContext
+from optimizer.candidates import Candidate, DynamicInt8, GraphOptimize, QuantPreProcess, StaticQDQ
 from optimizer.data import load_dataset
 from optimizer.export import export_fp32
 from optimizer.spec import load_spec
-from shared.artifact import sha256_of
+from optimizer.steps import StepContext
+from shared.artifact.loading import sha256_of
 from tests.optimizer.conftest import tiny_spec
 
 # (largest |y - y_fp32| / max|y_fp32|, smallest mean cosine to fp32, largest bytes / fp32 bytes)

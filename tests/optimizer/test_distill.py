@@ -25,7 +25,7 @@ from optimizer.signature import check_signature
 from optimizer.spec import load_spec
 from optimizer.torch_steps import Distill
 from optimizer.training_spec import FineTune
-from shared.artifact import load_artifact
+from shared.artifact.loading import load_artifact
 from tests.optimizer.chains import chain_project, write_chain_project  # noqa: F401 (fixture)
 
 

@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 
 from optimizer import candidates as registry
-from optimizer.cli import main
+from slimserve.cli import main
 from optimizer.errors import CliError, SpecError
 from optimizer.pipeline import optimize
-from shared.artifact import load_artifact
+from shared.artifact.loading import load_artifact
 from tests.optimizer.conftest import FAST_TIMING
 
 
@@ -71,7 +71,9 @@ def test_quiet_prints_a_plain_table_with_notes(tiny: Path, tmp_path: Path, capsy
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["candidate", "bytes", "vs"]
     assert any("ConvInteger" in line for line in lines)  # the dynamic candidate's note names its kernels
-    assert lines[-1] == f"artifact: {tmp_path / 'art'}"
+    digest = __import__("hashlib").sha256((tmp_path / "art" / "manifest.json").read_bytes()).hexdigest()
+    assert lines[-2:] == [f"artifact: {tmp_path / 'art'}",
+                          f"slimserve: manifest sha256 {digest}; a copy in object storage is pinned as SLIMSERVE_ARTIFACT=PREFIX#sha256={digest}"]  # fmt: skip
 
 
 def test_out_replaces_an_artifact_but_never_a_foreign_folder(tiny: Path, tmp_path: Path):

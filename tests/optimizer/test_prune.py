@@ -21,7 +21,7 @@ from optimizer.progress import QUIET
 from optimizer.prune import prune_chain
 from optimizer.spec import load_spec
 from optimizer.torch_steps import StructuredPrune, _cached
-from shared.artifact import load_artifact
+from shared.artifact.loading import load_artifact
 from tests.optimizer.chains import chain_model, chain_project, write_chain_project  # noqa: F401 (fixture)
 from tests.optimizer.conftest import tiny_spec
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from optimizer import report
-from optimizer.cli import main
+from slimserve.cli import main
 from optimizer.progress import Bars, progress_for
-from shared.artifact import load_artifact, sha256_of
+from shared.artifact.loading import load_artifact, sha256_of
 
 
 @pytest.fixture(scope="module")

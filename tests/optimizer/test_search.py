@@ -11,8 +11,8 @@ from optimizer import candidates as registry
 from optimizer.evaluate import primary_metric, task_metrics, with_drop
 from optimizer.pipeline import optimize
 from optimizer.search import NUMERIC_SLACK, choose, within_tolerance
-from shared.artifact import load_artifact
-from shared.manifest import CandidateResult
+from shared.artifact.loading import load_artifact
+from shared.artifact.manifest import CandidateResult
 from tests.optimizer.conftest import FAST_TIMING
 
 

@@ -10,14 +10,14 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from optimizer.candidates import StepContext
 from optimizer.data import load_dataset
 from optimizer.export import export_fp32
 from optimizer.pipeline import optimize
 from optimizer.sparse import Compress, MagnitudePrune, compression, inflate_to
 from optimizer.spec import load_spec
-from shared.artifact import load_artifact, sha256_of
-from shared.model import Model
+from optimizer.steps import StepContext
+from shared.artifact.loading import load_artifact, sha256_of
+from shared.serving.local import LocalModel
 from tests.optimizer.conftest import FAST_TIMING, tiny_spec
 
 
@@ -73,7 +73,7 @@ def test_sparse_artifact_ships_compressed_and_the_runtime_serves_it(tmp_path: Pa
     assert facts["inflated_bytes"] == manifest.extra["inflated"]["bytes"] > 1.5 * facts["deployed_bytes"]
     assert "inflated" in next(c.note for c in manifest.candidates if c.name == "sparse-50-gz")
     monkeypatch.setenv("SLIMSERVE_CACHE_DIR", str(tmp_path / "cache"))
-    model = Model.load(artifact, threads=1)
+    model = LocalModel.load(artifact, str(tmp_path / "cache"), threads=1)
     x = load_dataset(load_spec(spec), "evaluation").inputs["input"][:8]
     got = model.predict({"input": x})["out"]
     inflated = tmp_path / "cache" / "inflated" / manifest.extra["inflated"]["sha256"] / "model.onnx"

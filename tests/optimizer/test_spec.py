@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from optimizer.cli import main
+from slimserve.cli import main
 from optimizer.data import load_dataset
 from optimizer.errors import SpecError
 from optimizer.spec import load_spec
@@ -129,7 +129,7 @@ def test_cli_subprocess_bad_spec_has_no_traceback(tiny: Path):
     _rewrite(tiny, _delete("outputs"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "optimizer.cli", "optimize", str(tiny)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+        [sys.executable, "-m", "slimserve", "optimize", str(tiny)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"slimserve: error: {tiny}: outputs is missing"]

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 from werkzeug.test import Client
 
-from shared.runtime import app_from_folders
+from shared.boot.build import app_from_folders
 from tests.helpers import write_tiny_artifact
 
 

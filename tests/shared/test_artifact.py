@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from shared.artifact import load_artifact
+from shared.artifact.loading import load_artifact
 from shared.config import Settings
 from shared.errors import ArtifactError
-from shared.manifest import Manifest
+from shared.artifact.manifest import Manifest
 
 
 def edit_manifest(folder, **changes):

@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 
 
 def invoke(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "optimizer.cli", "invoke", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "slimserve", "invoke", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +148,43 @@ def test_throttling_past_the_retries_and_other_errors_raise(throttling):
 
     with pytest.raises(InvokeError, match="cannot reach"):
         InferenceClient("http://127.0.0.1:9", retries=0).infer_json("m", {"inputs": []})
+
+
+class Redirecting(Throttling):
+    """Answers every request with a 307 to `target` (another origin, or the same one)."""
+
+    def __init__(self, target: str):
+        self.target = target
+        super().__init__([])
+
+    def app(self, environ, start_response):
+        request = Request(environ)
+        self.seen.append((time.monotonic(), dict(request.headers)))
+        if request.path.startswith("/moved"):
+            return Response(json.dumps(ANSWER), mimetype="application/json")(environ, start_response)
+        return Response("", status=307, headers={"Location": self.target + "/moved" + request.path})(environ, start_response)
+
+
+@pytest.mark.parametrize("how", ["bearer", "api_key"])
+def test_credentials_never_follow_a_redirect_to_another_origin(throttling, how):
+    elsewhere = throttling([])
+    redirecting = Redirecting(elsewhere.url)
+    try:
+        client = InferenceClient(redirecting.url, **({"bearer": "s3cret"} if how == "bearer" else {"api_key": "s3cret"}))
+        assert client.metadata("m")["model_name"] == "m"  # a GET: urllib follows 307 for GET/HEAD only
+    finally:
+        redirecting.stop()
+    sent = redirecting.seen[0][1]
+    assert sent.get("Authorization") == "Bearer s3cret" or sent.get("X-Api-Key") == "s3cret"
+    followed = elsewhere.seen[0][1]
+    assert "Authorization" not in followed and "X-Api-Key" not in followed
+
+
+def test_credentials_follow_a_redirect_on_the_same_origin(throttling):
+    redirecting = Redirecting("")
+    redirecting.target = redirecting.url
+    try:
+        InferenceClient(redirecting.url, bearer="s3cret").metadata("m")
+    finally:
+        redirecting.stop()
+    assert [seen.get("Authorization") for _, seen in redirecting.seen] == ["Bearer s3cret", "Bearer s3cret"]

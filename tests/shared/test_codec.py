@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from shared import codec
-from shared.codec import InferenceResponse
-from shared.datatypes import OIP_TO_NUMPY
+from shared.protocol import codec
+from shared.protocol.codec import InferenceResponse
+from shared.protocol.datatypes import OIP_TO_NUMPY
 from shared.errors import InvalidTensor, MalformedRequest
 
 SAMPLES = {

@@ -72,7 +72,7 @@ def test_every_function_deploys_the_zip_the_builder_wrote(service, packaged):
 def test_the_deployed_zip_holds_both_handlers_and_the_artifact(service):
     with zipfile.ZipFile(service / "dist" / "aws-lambda" / "slimserve.zip") as zf:
         names = set(zf.namelist())
-    assert {"functions/aws/handler.py", "shared/app.py", "artifact/manifest.json", "artifact/model.onnx"} <= names
+    assert {"functions/aws/handler.py", "shared/http/app.py", "artifact/manifest.json", "artifact/model.onnx"} <= names
     assert not any(n.split("/")[0] in {"optimizer", "tests", "examples", "node_modules", "artifacts", "torch"} for n in names)
 
 

@@ -16,7 +16,7 @@ import pytest
 import tritonclient.http as triton
 from werkzeug.test import Client
 
-from shared.runtime import build_app
+from shared.boot.build import build_app
 from tests.conftest import ROOT, free_port
 from tests.helpers import write_tiny_artifact
 

@@ -19,8 +19,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from shared import storage
-from shared.events import RecordFailed
+from shared.batch.trigger import RecordFailed
 from tests.eventlib import EVENTS
 from tests.helpers import write_tiny_artifact
 
@@ -52,8 +51,7 @@ def queue(azurite) -> QueueClient:
 
 @pytest.fixture(scope="module")
 def functions(load_function_app, artifact, azurite, blobs):
-    yield load_function_app(SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_OUTPUT=OUTPUT, AzureWebJobsStorage=azurite)[1]
-    storage.reset()  # the blob client made for this Azurite must not outlive it
+    return load_function_app(SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_OUTPUT=OUTPUT, SLIMSERVE_INPUT_CONTAINER=INPUTS, AzureWebJobsStorage=azurite)[1]
 
 
 @pytest.fixture(autouse=True)
@@ -123,6 +121,7 @@ def test_queue_messages_name_a_blob_carry_a_blob_created_event_or_an_inline_requ
     put(blobs, "batch/q.npy", npy(x))
     put(blobs, "batch/b.npy", npy(y))
     event = json.loads((EVENTS / "eventgrid-blob-created.json").read_text())  # data.url names batch/b.npy
+    event["data"]["url"] = event["data"]["url"].replace("slimservein", "devstoreaccount1")  # Azurite's account
     inline = {"id": "req-42", "inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": y.ravel().tolist()}]}
     for body in (f"{INPUTS}/batch/q.npy", json.dumps(event), json.dumps(inline)):
         queue.send_message(body)
@@ -151,3 +150,13 @@ def test_bad_queue_message_raises_and_is_delivered_again(functions, blobs, queue
     with pytest.raises(RecordFailed):
         functions["on_queue"](again)
     assert result_keys(blobs) == before
+
+
+@pytest.mark.parametrize("body", ["secrets/key.npy", "file:///etc/passwd", "https://other.blob.core.windows.net/incoming/x.npy"])
+def test_a_queue_message_naming_what_it_may_not_read_fails_alone(functions, queue, body):
+    queue.send_message(body)
+    message = delivered(queue)
+    with pytest.raises(RecordFailed) as failure:
+        functions["on_queue"](message)
+    queue.delete_message(message.id, message.pop_receipt)
+    assert failure.value.outcome.status == 400 and ("may name" in failure.value.outcome.error or "not this app's" in failure.value.outcome.error)

@@ -13,6 +13,7 @@ import yaml
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "infra" / "gcp" / "deploy.sh"
+PIN = "a" * 64
 RECORDER = """#!/usr/bin/env bash
 { printf '%s\\n' "$@"; echo '----'; } >> "$GCLOUD_LOG"
 for arg in "$@"; do
@@ -46,7 +47,7 @@ def run(tmp_path):
 
 def test_deploys_both_targets_authenticated_with_the_callers_settings(run):
     proc, calls, env_file = run(PROJECT="p", INPUT_BUCKET="in-bucket", SLIMSERVE_OUTPUT="gs://out/results",
-                                SLIMSERVE_ARTIFACT="gs://models/a/1,gs://models/b/2", SLIMSERVE_LOG_LEVEL="it's INFO")
+                                SLIMSERVE_ARTIFACT=f"gs://models/a/1#sha256={PIN},gs://models/b/2#sha256={PIN}", SLIMSERVE_LOG_LEVEL="it's INFO")
     assert proc.returncode == 0, proc.stderr
     http, batch, describe = calls
     for call in (http, batch):
@@ -57,7 +58,7 @@ def test_deploys_both_targets_authenticated_with_the_callers_settings(run):
     assert {"--trigger-event-filters=type=google.cloud.storage.object.v1.finalized", "--trigger-event-filters=bucket=in-bucket"} <= set(batch)
     assert describe[:3] == ["functions", "describe", "slimserve-http"]
     # Commas and quotes survive: the values reach the functions as they were set.
-    assert env_file == {"SLIMSERVE_ARTIFACT": "gs://models/a/1,gs://models/b/2", "SLIMSERVE_LOG_LEVEL": "it's INFO",
+    assert env_file == {"SLIMSERVE_ARTIFACT": f"gs://models/a/1#sha256={PIN},gs://models/b/2#sha256={PIN}", "SLIMSERVE_LOG_LEVEL": "it's INFO",
                         "SLIMSERVE_OUTPUT": "gs://out/results"}
 
 
@@ -66,3 +67,13 @@ def test_refuses_without_settings_or_a_bundle(run, tmp_path):
     assert proc.returncode != 0 and "SLIMSERVE_OUTPUT" in proc.stderr and calls == []
     proc, calls, _ = run(tmp_path, PROJECT="p", INPUT_BUCKET="b", SLIMSERVE_OUTPUT="gs://o/r")
     assert proc.returncode == 2 and "no gcp-functions bundle" in proc.stderr and calls == []
+
+
+def test_a_remote_artifact_deploys_pinned_only(run):
+    common = dict(PROJECT="p", INPUT_BUCKET="b", SLIMSERVE_OUTPUT="gs://o/r", SLIMSERVE_ARTIFACT="gs://models/a/1")
+    proc, calls, _ = run(**common)
+    assert proc.returncode == 2 and "is not pinned: set ARTIFACT_SHA256" in proc.stderr and calls == []
+    proc, calls, env_file = run(**common, ARTIFACT_SHA256=PIN)
+    assert proc.returncode == 0 and env_file["SLIMSERVE_ARTIFACT_SHA256"] == PIN
+    proc, _, env_file = run(**common, SLIMSERVE_ALLOW_UNPINNED="true")
+    assert proc.returncode == 0 and env_file["SLIMSERVE_ALLOW_UNPINNED"] == "true"

@@ -17,7 +17,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 from werkzeug.test import Client
 
-from shared.runtime import build_app
+from shared.boot.build import build_app
 
 PASSED_HEADERS = ("Content-Type", "Content-Length", "Inference-Header-Content-Length")
 

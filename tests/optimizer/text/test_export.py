@@ -9,11 +9,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from optimizer.candidates import QuantPreProcess, StepContext
+from optimizer.candidates import QuantPreProcess
 from optimizer.data import load_dataset
 from optimizer.export import export_fp32
 from optimizer.spec import load_spec
-from shared.text import TextConfig, TextEncoder
+from optimizer.steps import StepContext
+from shared.serving.text import TextConfig, TextEncoder
 from tests.optimizer.text.conftest import reference_embeddings, tiny_project
 
 TEXTS = ["Hello world.", "A much longer sentence about the weather in the mountains, which was cold and bright.", "x"]

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from optimizer import candidates as registry
-from optimizer.candidates import StepContext
 from optimizer.data import load_dataset
 from optimizer.evaluate import TimingConfig, Reference, measure
 from optimizer.export import export_fp32
 from optimizer.fallback import SUFFIX, _smallest_passing, repair, worth_repairing
 from optimizer.pipeline import optimize
 from optimizer.spec import load_spec
-from shared.manifest import CandidateResult
+from optimizer.steps import StepContext
+from shared.artifact.manifest import CandidateResult
 from tests.optimizer.text.conftest import tiny_project
 
 FAST = TimingConfig(warmup=1, runs=3, max_seconds=0.2)

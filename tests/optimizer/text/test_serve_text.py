@@ -10,14 +10,12 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from shared.artifact import load_artifact
-from shared.batch import BatchRunner, Record
-from shared.config import Settings
-from shared.dataplane import DataPlane
+from shared.artifact.loading import load_artifact
+from shared.batch.core import BatchRunner, Record
+from shared.boot.build import start
 from shared.errors import ArtifactError, InvalidTensor
-from shared.model import Model
-from shared.repository import ModelRepository
-from shared.text import TextConfig
+from shared.serving.local import LocalModel
+from shared.serving.text import TextConfig
 from tests.optimizer.text.conftest import reference_embeddings
 
 TEXTS = ["Nobody expected Grace to be so proud about climate change.", "Hi!", "Ünïcödé text, emoji 🙂 and numbers: 1,500 or 99.9%."]
@@ -54,8 +52,8 @@ def test_tritonclient_sends_bytes_and_gets_the_transformers_embeddings(tiny_bert
 
 
 def test_the_batch_core_embeds_a_jsonl_of_texts(tiny_bert_artifact, tiny_bert_spec, tmp_path):
-    plane = DataPlane(ModelRepository.from_folders([tiny_bert_artifact], Settings()))
-    runner = BatchRunner(plane, Settings(output=f"file://{tmp_path}"))
+    runtime = start(tiny_bert_artifact, output=f"file://{tmp_path}")
+    runner = BatchRunner(runtime.plane, runtime.settings, runtime.storage)
     body = "\n".join(json.dumps(t) if i % 2 else json.dumps({"text": t}) for i, t in enumerate(TEXTS)).encode()
     report = runner.run([Record.inline("incoming/texts.jsonl", body, id="m1"), Record.inline("incoming/one.jsonl", b'"Hi!"', id="m2")])
     assert not report.failed and report.runs == 1  # two records of texts share one run
@@ -64,7 +62,7 @@ def test_the_batch_core_embeds_a_jsonl_of_texts(tiny_bert_artifact, tiny_bert_sp
     assert np.min(np.sum(got * reference_embeddings(tiny_bert_spec.parent / "bert", TEXTS), axis=1)) > 0.9999
 
 
-def test_a_text_manifest_that_does_not_hold_together_is_refused(tiny_bert_artifact):
+def test_a_text_manifest_that_does_not_hold_together_is_refused(tiny_bert_artifact, tmp_path):
     artifact = load_artifact(tiny_bert_artifact)
     assert TextConfig.from_extra({}) is None
     for bad in ({"input": "text"}, {**artifact.manifest.extra["text"], "feeds": {"input_ids": "tokens"}}):
@@ -74,7 +72,7 @@ def test_a_text_manifest_that_does_not_hold_together_is_refused(tiny_bert_artifa
 
     renamed = replace(artifact, manifest=replace(artifact.manifest, extra={**artifact.manifest.extra, "text": {**artifact.manifest.extra["text"], "input": "words"}}))
     with pytest.raises(ArtifactError, match="extra.text.input 'words' is not a BYTES input"):
-        Model.load(renamed)
-    model = Model.load(artifact)
+        LocalModel.load(renamed, str(tmp_path / "cache"))
+    model = LocalModel.load(artifact, str(tmp_path / "cache"))
     with pytest.raises(InvalidTensor, match="element 1 is not text"):
         model.predict({"text": np.array([b"ok", 3], dtype=object)})

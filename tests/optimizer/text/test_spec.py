@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from optimizer.cli import main
+from slimserve.cli import main
 from optimizer.errors import SpecError
 from optimizer.spec import load_spec
 

@@ -13,13 +13,13 @@ import onnxruntime as ort
 import pytest
 
 from optimizer import candidates as registry
-from optimizer.candidates import StepContext
 from optimizer.data import load_dataset
 from optimizer.errors import NotApplicable
 from optimizer.evaluate import run_model, task_metrics
 from optimizer.export import export_fp32
 from optimizer.precision import Float16, QuantizeEmbeddings, WeightOnly, cpu_features, quantize_rows
 from optimizer.spec import load_spec
+from optimizer.steps import StepContext
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,40 @@
+"""What the two export paths share: `export` (ONNX, TorchScript, ExportedProgram sources) and `hf_export`
+(Hugging Face folders) target one opset, silence the exporters the same way and report errors the same way.
+
+Kept apart from both so that `export`, which hands transformers sources to `hf_export`, is the only one of
+the two that imports the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+OPSET = 18  # the dynamo exporter's lowest; the legacy one is pinned to it too so both paths agree
+
+
+@contextlib.contextmanager
+def quiet_exporters():
+    """The exporters print progress and deprecation notes; the CLI owns the terminal."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def error_line(exc: BaseException) -> str:
+    """The line that says what went wrong. TorchScript puts a Python-like traceback first and the
+    actual error (`RuntimeError: mat1 and mat2 shapes cannot be multiplied ...`) last."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if "TorchScript interpreter" in lines[0] or lines[0].startswith("Traceback"):
+        return lines[-1][:300]
+    return lines[0][:300]

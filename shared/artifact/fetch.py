@@ -1,0 +1,161 @@
+"""Artifacts that live in object storage: fetched at cold start into a local cache, verified, reused.
+
+    SLIMSERVE_ARTIFACT=s3://models/tiny/1#sha256=<sha256 of manifest.json>
+    -> SLIMSERVE_CACHE_DIR/<sha256 of manifest.json>/
+
+Trust comes from the pin: the manifest's sha256, fixed in the deploy configuration (`slimserve optimize`
+and `slimserve bundle` print it). The manifest lists every file's sha256, so the pinned manifest fixes
+every byte that loads, and whoever can write the bucket cannot choose the model. An unpinned remote
+artifact is refused unless SLIMSERVE_ALLOW_UNPINNED says otherwise.
+
+The manifest's own sha256 names the cache folder, so a new artifact version never reuses an old folder,
+and the files it lists are the only ones fetched, each streamed to disk and hashed on the way (never held
+whole in memory). Every load verifies every file's sha256 (`load_artifact`), cached or not: a cache
+folder that no longer verifies is fetched again; a remote file that does not match its manifest is
+refused. A fetch goes to a private temporary folder renamed into place when complete, so two processes
+sharing /tmp, or a fetch cut short by a timeout, never leave a half folder behind as valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from shared.artifact.files import resolve_inside
+from shared.artifact.loading import MANIFEST, load_artifact
+from shared.artifact.manifest import SHA256_PATTERN, Manifest
+from shared.errors import ArtifactError, NotFound, SlimserveError
+from shared.storage import Storage, join, parse
+
+log = logging.getLogger("slimserve")
+
+PIN = "#sha256="
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists files and candidates: kilobytes, never this
+
+
+def is_remote(location: str) -> bool:
+    scheme = location.partition("://")[0].lower()
+    return scheme in ("s3", "gs", "azure") or (scheme == "https" and ".blob.core.windows.net" in location)
+
+
+def split_pin(location: str) -> tuple[str, str | None]:
+    """(`prefix`, pinned manifest sha256 or None) of `prefix#sha256=HEX`."""
+    prefix, marker, pin = location.partition(PIN)
+    if not marker:
+        return location, None
+    if not SHA256_PATTERN.match(pin):
+        raise ArtifactError(f"SLIMSERVE_ARTIFACT {prefix}: the pin after {PIN} must be 64 lowercase hex digits")
+    return prefix, pin
+
+
+def locations(settings) -> list[str]:
+    """SLIMSERVE_ARTIFACT's entries (commas, not os.pathsep: `s3://` holds the colon), with
+    SLIMSERVE_ARTIFACT_SHA256 as the pin of the one entry when it is given that way."""
+    entries = [a.strip() for a in settings.artifact.split(",") if a.strip()]
+    if settings.artifact_sha256:
+        if len(entries) != 1 or PIN in entries[0]:
+            raise ArtifactError("SLIMSERVE_ARTIFACT_SHA256 pins one artifact without a pin of its own; pin each entry of SLIMSERVE_ARTIFACT with #sha256=")
+        entries = [f"{entries[0]}{PIN}{settings.artifact_sha256.strip().lower()}"]
+    return entries
+
+
+def manifest_digest(folder: str | Path) -> str:
+    """The pin of an artifact: the sha256 of its manifest.json (which lists every other file's)."""
+    return hashlib.sha256((Path(folder) / MANIFEST).read_bytes()).hexdigest()
+
+
+def localize(location: str, cache_dir: str | Path, storage: Storage, allow_unpinned: bool = False) -> str:
+    """A local folder for `location`: itself when local (`file://` stripped), else the verified cache."""
+    prefix, pin = split_pin(location.strip())
+    if not is_remote(prefix):
+        folder = parse(prefix).key if prefix.startswith("file://") else prefix
+        if pin is not None:  # a local folder needs no pin, but one given is checked
+            _check_pin(folder, hashlib.sha256((Path(folder) / MANIFEST).read_bytes()).hexdigest(), pin)
+        return folder
+    if pin is None and not allow_unpinned:
+        raise ArtifactError(
+            f"SLIMSERVE_ARTIFACT {prefix} is not pinned: append {PIN}<sha256 of its manifest.json> (printed by "
+            "`slimserve optimize` and `slimserve bundle`), or set SLIMSERVE_ALLOW_UNPINNED=true to trust whoever can write it"
+        )
+    return str(fetch_artifact(prefix, Path(cache_dir), storage, pin))
+
+
+def fetch_artifact(prefix: str, cache_dir: Path, storage: Storage, pin: str | None = None) -> Path:
+    raw = _read_manifest(storage, prefix)
+    digest = hashlib.sha256(raw).hexdigest()
+    if pin is not None:
+        _check_pin(prefix, digest, pin)
+    try:
+        manifest = Manifest.from_dict(json.loads(raw))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ArtifactError(f"{prefix}/{MANIFEST}: not valid JSON ({str(exc)[:200]})") from None
+    absent_ok = _absent_ok(manifest)
+    target = cache_dir / digest
+    if target.is_dir():
+        try:
+            load_artifact(target, absent_ok)
+            log.info("artifact %s: using the verified cache %s", prefix, target)
+            return target
+        except ArtifactError as exc:
+            log.warning("artifact %s: cache %s does not verify (%s); fetching again", prefix, target, exc.message)
+            shutil.rmtree(target, ignore_errors=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name[:12]}-", dir=cache_dir))
+    try:
+        _download(storage, prefix, manifest, raw, staging, absent_ok)
+        load_artifact(staging, absent_ok)  # also scans external data; a tampered file stopped in _download
+        try:
+            os.rename(staging, target)
+        except OSError:  # another process finished the same fetch first; its folder is as good
+            shutil.rmtree(staging, ignore_errors=True)
+            load_artifact(target, absent_ok)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    total = sum(e.bytes for e in manifest.files.values())
+    log.info("artifact %s: fetched %d file(s), %d bytes, into %s", prefix, len(manifest.files), total, target)
+    return target
+
+
+def _check_pin(where: str, digest: str, pin: str) -> None:
+    if digest != pin:
+        raise ArtifactError(f"artifact {where}: {MANIFEST} has sha256 {digest[:12]}..., SLIMSERVE_ARTIFACT pins {pin[:12]}...; refusing to load")
+
+
+def _absent_ok(manifest: Manifest) -> frozenset[str]:
+    # An endpoint-placed model's weights may stay with the endpoint (shared/boot/placement.py).
+    return frozenset({manifest.model_file}) if manifest.placement == "endpoint" else frozenset()
+
+
+def _read_manifest(storage: Storage, prefix: str) -> bytes:
+    uri = join(prefix, MANIFEST)
+    try:
+        return storage.read(uri, max_bytes=MAX_MANIFEST_BYTES, setting="the manifest's size limit")
+    except NotFound:
+        raise ArtifactError(f"artifact {prefix}: {uri} does not exist") from None
+    except SlimserveError as exc:
+        raise ArtifactError(f"artifact {prefix}: {exc.message}") from None
+
+
+def _download(storage: Storage, prefix: str, manifest: Manifest, raw_manifest: bytes, folder: Path, absent_ok: frozenset[str]) -> None:
+    (folder / MANIFEST).write_bytes(raw_manifest)
+    for name, entry in manifest.files.items():
+        path = resolve_inside(folder, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        uri = join(prefix, name)
+        try:
+            digest = storage.download(uri, path, entry.bytes)
+        except NotFound:
+            path.unlink(missing_ok=True)
+            if name in absent_ok:
+                continue
+            raise ArtifactError(f"artifact {prefix}: {uri} does not exist") from None
+        except SlimserveError as exc:
+            raise ArtifactError(f"artifact {prefix}: {exc.message}") from None
+        if digest != entry.sha256:
+            raise ArtifactError(f"artifact {prefix}: sha256 of {name} is {digest[:12]}..., the manifest says {entry.sha256[:12]}...; refusing to load")
