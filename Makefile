@@ -20,8 +20,10 @@ $(NPM_STAMP): package.json package-lock.json
 demo: $(STAMP)
 	$(BIN)/python examples/digits/demo.py
 
+# SLIMSERVE_TESTS_REQUIRE_TOOLS=1: a test whose tool (node and npm packages, python3.12, emulators) is
+# missing fails, naming it, instead of skipping (tests/tools.py).
 test: $(STAMP) $(NPM_STAMP)
-	$(BIN)/python -m pytest -q
+	SLIMSERVE_TESTS_REQUIRE_TOOLS=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

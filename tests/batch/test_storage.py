@@ -15,6 +15,7 @@ from shared import storage
 from shared.errors import LimitExceeded, NotFound, RecordError, StorageError
 from shared.storage import Storage
 from tests.conftest import ROOT, free_port
+from tests.tools import need
 
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # its documented dev key
@@ -106,7 +107,7 @@ def test_gcs_backend_against_the_emulator(monkeypatch, tmp_path):
 @pytest.fixture
 def azurite(tmp_path, monkeypatch):
     if not AZURITE.exists():
-        pytest.skip("Azurite is not installed (npm ci)")
+        need("Azurite (node_modules/.bin/azurite-blob)", False, "run `npm ci` (make test does), which needs node")
     port = free_port()
     proc = subprocess.Popen(
         [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(tmp_path / "azurite"), "--silent", "--skipApiVersionCheck", "--loose"],
