@@ -23,7 +23,7 @@ from gunicorn.app.base import BaseApplication
 
 from shared.artifact.fetch import localize, locations
 from shared.artifact.loading import load_artifact, read_manifest
-from shared.boot.build import start
+from shared.boot.build import configure_logging, start
 from shared.config import Settings
 from shared.errors import ArtifactError
 from shared.http.app import InferenceApp
@@ -51,6 +51,7 @@ def server_settings(folders: list[str], **overrides) -> Settings:
     workers = settings.workers if settings.workers > 0 else default_workers()
     threads = settings.ort_threads if settings.ort_threads > 0 else max(1, len(os.sched_getaffinity(0)) // workers)
     ApiKeys.from_settings(settings)  # a missing key file fails here, before any worker starts
+    configure_logging(settings.log_level, settings.log_format)  # so does an unknown log format
     return replace(settings, workers=workers, ort_threads=threads)
 
 
