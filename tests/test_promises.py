@@ -67,7 +67,10 @@ def test_keepalive_closes_an_idle_connection(tmp_path):
         host, port = server.url.split(":")
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             sock.sendall(f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\n\r\n".encode() + BODY)
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            answer = b""
+            while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0]):
+                answer += sock.recv(65536)  # the whole answer: head and body may come in separate packets
+            assert answer.startswith(b"HTTP/1.1 200")
             started = time.monotonic()
             assert sock.recv(1) == b""  # the server closed the idle connection (recv would block otherwise)
             assert time.monotonic() - started >= 0.9
@@ -160,9 +163,13 @@ def test_the_serve_flags_change_what_the_server_does(tmp_path):
         until(lambda: len(_children(proc.pid)) == 3, what="three workers")  # --workers
         for _ in range(3):
             post(url, headers={"x-api-key": "k-1"})
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("GET", "/metrics", headers={"x-api-key": "k-1"})
-        assert b'slimserve_batch_size_count{model="tiny",version="1"}' in conn.getresponse().read()  # --max-batch-size: the batcher runs
+
+        def batches_counted() -> bool:  # each worker writes its counts every second; any may answer
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/metrics", headers={"x-api-key": "k-1"})
+            return b'slimserve_batch_size_count{model="tiny",version="1"}' in conn.getresponse().read()
+
+        until(batches_counted, what="the batcher's runs in /metrics")  # --max-batch-size: the batcher runs
     finally:
         proc.terminate()
         proc.wait(timeout=60)

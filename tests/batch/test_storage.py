@@ -122,7 +122,7 @@ def azurite(tmp_path, monkeypatch):
         from azure.storage.blob import BlobServiceClient
 
         # Wait for the port ourselves: the SDK's own retries back off for tens of seconds.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # node starts slowly on a loaded machine
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
