@@ -116,3 +116,21 @@ def _utf8(value: np.ndarray) -> np.ndarray:
     out = np.empty(value.size, dtype=object)
     out[:] = [v.decode("utf-8", "replace").encode("utf-8") for v in value.reshape(-1)]
     return out.reshape(value.shape)
+
+
+@PROFILE
+@given(st.lists(tensors(), min_size=1, max_size=3), st.booleans())
+def test_we_read_our_own_answers_as_a_remote_model_does(items, binary):
+    """What a function's remote model reads from an endpoint running this server (whose answers tritonclient
+    reads, above): NaN and Infinity included, which JSON answers carry as words."""
+    if not binary:
+        items = [(d, v) if d != "BYTES" else (d, _utf8(v)) for d, v in items]
+    outputs = [(f"o{i}", value, binary) for i, (_, value) in enumerate(items)]
+    payload, headers = codec.encode_response(InferenceResponse("m", "1", outputs))
+    header_length = headers.get(codec.HEADER_LENGTH)
+    decoded = codec.decode_response(payload, int(header_length) if header_length else None)
+    for name, value, _ in outputs:
+        if binary or value.dtype == object or value.dtype.kind != "f":
+            assert same(value, decoded[name]), name
+        else:
+            assert np.array_equal(value, decoded[name].astype(value.dtype), equal_nan=True), name
