@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test bench load bundle package offline clean
+.PHONY: demo test test-gpu bench load bundle package offline clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,8 +20,21 @@ $(NPM_STAMP): package.json package-lock.json
 demo: $(STAMP)
 	$(BIN)/python examples/digits/demo.py
 
+# SLIMSERVE_TESTS_REQUIRE_TOOLS=1: a test whose tool (node and npm packages, python3.12, emulators) is
+# missing fails, naming it, instead of skipping (tests/tools.py).
 test: $(STAMP) $(NPM_STAMP)
-	$(BIN)/python -m pytest -q
+	SLIMSERVE_TESTS_REQUIRE_TOOLS=1 $(BIN)/python -m pytest -q
+
+# On a machine with an NVIDIA GPU (CUDA 12, cuDNN 9): the endpoint's CUDA answers against its CPU answers,
+# in .venv-gpu where onnxruntime-gpu replaces onnxruntime (both install the same module). Not part of `test`.
+GPU_VENV := .venv-gpu
+test-gpu:
+	$(PY) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install -q --upgrade pip
+	$(GPU_VENV)/bin/pip install -q -e '.[aws,text]' pytest onnx
+	$(GPU_VENV)/bin/pip uninstall -q -y onnxruntime
+	$(GPU_VENV)/bin/pip install -q "onnxruntime-gpu==1.31.1"
+	SLIMSERVE_TESTS_REQUIRE_GPU=1 $(GPU_VENV)/bin/python -m pytest -q tests/endpoint/test_gpu_equivalence.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

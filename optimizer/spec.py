@@ -138,7 +138,7 @@ def parse_spec(raw: Any, path: Path) -> Spec:
     mapping = _mapping(raw, root, _TOP, _REQUIRED)
     base = path.parent
     name = _string(mapping["name"], root / "name")
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise (root / "name").error(f"{name!r} must match {NAME_PATTERN.pattern} (it becomes part of URLs)")
     version = _version(mapping["version"], root / "version")
     tolerance = mapping.get("tolerance", DEFAULT_TOLERANCE)
@@ -200,7 +200,7 @@ def _version(value: Any, where: Where) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise where.error(f"must be a string (quote it: \"1\"), not {_kind(value)}")
-    if not VERSION_PATTERN.match(value):
+    if not VERSION_PATTERN.fullmatch(value):
         raise where.error(f"{value!r} must match {VERSION_PATTERN.pattern}")
     return value
 

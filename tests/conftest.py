@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import write_tiny_artifact
+from tests.tools import need
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,6 +19,19 @@ def _restore_environ():
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture
+def osls_cli():
+    need("osls (node_modules/.bin/osls)", (ROOT / "node_modules" / ".bin" / "osls").exists(), "run `npm ci` (make test does), which needs node")
+
+
+@pytest.fixture
+def python312():
+    from tests.bundle.builds import NO_PYTHON312, PYTHON312
+
+    need("python3.12", PYTHON312 is not None, NO_PYTHON312 + " (pyenv install 3.12)")
+    return PYTHON312
 
 
 @pytest.fixture
@@ -52,10 +66,18 @@ class RunningServer:
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "slimserve", "serve", *map(str, folders), "--port", str(self.port)]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        wait_for_http(f"http://{self.url}/v2/health/ready", self.proc)
+        import tempfile
+
+        self._log = tempfile.NamedTemporaryFile(prefix="slimserve-serve-", suffix=".log", delete=False)  # readable while it runs
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_http(f"http://{self.url}/v2/health/ready", self.proc, timeout=60.0)
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{exc}\n{self.log()}") from None
+
+    def log(self) -> str:
+        """What the server has printed so far (stdout and stderr)."""
+        return Path(self._log.name).read_text(errors="replace")
 
     def stop(self) -> tuple[int, str]:
         import signal
@@ -63,11 +85,15 @@ class RunningServer:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        return self.proc.returncode, self.proc.stdout.read()
+        if not self._log.closed:  # stop() may run twice: the test's, then the fixture's
+            self._output = self.log()
+            self._log.close()
+            Path(self._log.name).unlink(missing_ok=True)
+        return self.proc.returncode, self._output
 
 
 @pytest.fixture

@@ -83,10 +83,15 @@ def _fields(buf, start: int, end: int):
 def _location(buf, start: int, end: int) -> str | None:
     key = value = None
     for number, s, e in _fields(buf, start, end):
-        if number == _KEY:
-            key = bytes(buf[s:e]).decode("utf-8", "replace")
-        elif number == _VALUE:
-            value = bytes(buf[s:e]).decode("utf-8", "replace")
+        if number in (_KEY, _VALUE):
+            raw = bytes(buf[s:e])
+            try:  # strictly: a location decoded with replacements could name a listed file that ORT never opens
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Malformed from None
+            if "\x00" in text:
+                raise _Malformed
+            key, value = (text, value) if number == _KEY else (key, text)
     return value if key == "location" else None
 
 

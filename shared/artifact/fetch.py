@@ -48,7 +48,7 @@ def split_pin(location: str) -> tuple[str, str | None]:
     prefix, marker, pin = location.partition(PIN)
     if not marker:
         return location, None
-    if not SHA256_PATTERN.match(pin):
+    if not SHA256_PATTERN.fullmatch(pin):
         raise ArtifactError(f"SLIMSERVE_ARTIFACT {prefix}: the pin after {PIN} must be 64 lowercase hex digits")
     return prefix, pin
 
@@ -95,16 +95,18 @@ def fetch_artifact(prefix: str, cache_dir: Path, storage: Storage, pin: str | No
     except (UnicodeDecodeError, ValueError) as exc:
         raise ArtifactError(f"{prefix}/{MANIFEST}: not valid JSON ({str(exc)[:200]})") from None
     absent_ok = _absent_ok(manifest)
+    private_dir(cache_dir)
     target = cache_dir / digest
     if target.is_dir():
         try:
+            if _read_local_manifest(target) != raw:  # the folder's name is no proof of what it holds
+                raise ArtifactError(f"{target}/{MANIFEST} is not the manifest it is named after")
             load_artifact(target, absent_ok)
             log.info("artifact %s: using the verified cache %s", prefix, target)
             return target
         except ArtifactError as exc:
             log.warning("artifact %s: cache %s does not verify (%s); fetching again", prefix, target, exc.message)
             shutil.rmtree(target, ignore_errors=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name[:12]}-", dir=cache_dir))
     try:
         _download(storage, prefix, manifest, raw, staging, absent_ok)
@@ -120,6 +122,22 @@ def fetch_artifact(prefix: str, cache_dir: Path, storage: Storage, pin: str | No
     total = sum(e.bytes for e in manifest.files.values())
     log.info("artifact %s: fetched %d file(s), %d bytes, into %s", prefix, len(manifest.files), total, target)
     return target
+
+
+def private_dir(folder: Path) -> None:
+    """`folder`, made if need be, readable by this user only, and refused when another user owns it: whoever
+    could write the cache could otherwise plant a model in it (/tmp is shared on a multi-user host)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = folder.stat().st_uid
+    if owner != os.getuid():
+        raise ArtifactError(f"the cache folder {folder} belongs to user {owner}, not to this process's user {os.getuid()}; set SLIMSERVE_CACHE_DIR")
+
+
+def _read_local_manifest(folder: Path) -> bytes | None:
+    try:
+        return (folder / MANIFEST).read_bytes()
+    except OSError:
+        return None
 
 
 def _check_pin(where: str, digest: str, pin: str) -> None:

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from shared.artifact.external_data import check_external_data
+from shared.artifact.fetch import private_dir
 from shared.artifact.files import sha256_of
 from shared.artifact.loading import Artifact
 from shared.artifact.manifest import INFLATED
@@ -41,6 +42,7 @@ def model_path(artifact: Artifact, cache_dir: str | Path) -> Path:
     entry = artifact.manifest.extra.get(INFLATED)
     if entry is None:  # its shape (64 hex digits, a byte count) is checked with the manifest
         raise ArtifactError(f"manifest: model_file {path.name!r} is compressed but extra.{INFLATED} has no sha256 and bytes")
+    private_dir(Path(cache_dir))
     target = Path(cache_dir) / "inflated" / entry["sha256"] / "model.onnx"
     if not (target.is_file() and target.stat().st_size == entry["bytes"] and sha256_of(target) == entry["sha256"]):
         target.parent.mkdir(parents=True, exist_ok=True)

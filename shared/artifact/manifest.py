@@ -15,6 +15,7 @@ from shared.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# Used with fullmatch: `$` alone also matches before a trailing newline, and names travel into URLs and logs.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 TASKS = ("classification", "embedding", "regression")
@@ -89,10 +90,10 @@ class Manifest:
         if schema != SCHEMA_VERSION:
             raise ArtifactError(f"manifest: schema_version {schema!r} is not supported (expected {SCHEMA_VERSION})")
         name = _str(raw, "name")
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             raise ArtifactError(f"manifest: name {name!r} must match {NAME_PATTERN.pattern}")
         version = _str(raw, "version")
-        if not VERSION_PATTERN.match(version):
+        if not VERSION_PATTERN.fullmatch(version):
             raise ArtifactError(f"manifest: version {version!r} must match {VERSION_PATTERN.pattern}")
         task = _choice(raw, "task", TASKS)
         files = {}
@@ -144,7 +145,7 @@ class Manifest:
 def _file_entry(entry: Any, where: str) -> FileEntry:
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not _is_count(entry.get("bytes")):
         raise ArtifactError(f"manifest: {where} needs a sha256 string and a bytes integer")
-    if not SHA256_PATTERN.match(entry["sha256"]):
+    if not SHA256_PATTERN.fullmatch(entry["sha256"]):
         raise ArtifactError(f"manifest: {where}.sha256 must be 64 lowercase hex digits")
     return FileEntry(sha256=entry["sha256"], bytes=entry["bytes"])
 

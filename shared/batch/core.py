@@ -27,6 +27,7 @@ by the input's parent folder (`incoming/<model>/a.npy`).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import logging
 import time
@@ -45,6 +46,8 @@ from shared.serving.interface import ServedModel
 from shared.storage import Storage, check_key, join, parse, relative_key
 
 log = logging.getLogger("slimserve")
+
+HELD_BYTES = 256 << 20  # decoded records waiting for their micro-batch; past this they run at once
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,10 @@ class _Group:
     rows: int = 0
     since: float = 0.0
 
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for item in self.items for v in item.request.inputs.values())
+
 
 class BatchRunner:
     def __init__(self, plane: DataPlane, settings: Settings, storage: Storage):
@@ -149,11 +156,18 @@ class BatchRunner:
         records = list(records)
         start = time.perf_counter()
         report = BatchReport(outcomes=[Outcome(r) for r in records])
-        with cf.ThreadPoolExecutor(max(1, self.settings.batch_io_threads), thread_name_prefix="slimserve-batch") as pool:
-            reads = {pool.submit(self._prepare, i, r): i for i, r in enumerate(records)}
+        threads = max(1, self.settings.batch_io_threads)
+        with cf.ThreadPoolExecutor(threads, thread_name_prefix="slimserve-batch") as pool:
+            # Reads start as threads free up, not all at once, and decoded records waiting for their
+            # micro-batch are bounded in bytes: memory follows the threads, not the number of records.
+            queue = collections.deque(enumerate(records))
+            reads: dict[cf.Future, int] = {}
             writes: list[cf.Future] = []
             pending: dict[tuple, _Group] = {}
-            while reads or pending:
+            while queue or reads or pending:
+                while queue and len(reads) < threads:
+                    index, record = queue.popleft()
+                    reads[pool.submit(self._prepare, index, record)] = index
                 timeout = self._next_deadline(pending)
                 done, _ = cf.wait(reads, timeout=timeout, return_when=cf.FIRST_COMPLETED)
                 for future in done:
@@ -165,7 +179,8 @@ class BatchRunner:
                         continue
                     self._add(item, pending, report, pool, writes)
                 now = time.monotonic()
-                for key in [k for k, g in pending.items() if not reads or now - g.since >= self.max_wait_s]:
+                crowded = sum(g.nbytes for g in pending.values()) > HELD_BYTES
+                for key in [k for k, g in pending.items() if crowded or not (reads or queue) or now - g.since >= self.max_wait_s]:
                     self._flush(pending.pop(key), report, pool, writes)
             for future in writes:
                 index, outcome = future.result()

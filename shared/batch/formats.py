@@ -25,6 +25,7 @@ from shared.protocol import codec, jsontext
 from shared.protocol.codec import InferenceRequest, InferenceResponse
 from shared.protocol.limits import Limits
 from shared.protocol.npy import read_npy, read_npz
+from shared.serving import signature
 from shared.serving.dataplane import DataPlane
 from shared.serving.interface import ServedModel
 
@@ -47,10 +48,14 @@ def decode(name: str, data: bytes, model: ServedModel, plane: DataPlane, limits:
     fmt = input_format(name)
     if fmt == ".json":
         return plane.decode(model, data, None, limits)
-    if fmt == ".npz":
-        return plane.from_arrays(model, read_npz(data, limits, name), limits)
+    if fmt == ".npz":  # each member's header is checked against the signature before any is inflated
+        check = lambda key, datatype, shape: signature.check_input(model.manifest, key, datatype, shape)  # noqa: E731
+        return plane.from_arrays(model, read_npz(data, limits, name, check), limits)
     spec = _only_input(model, fmt)
-    value = _texts(name, data, model, limits) if fmt == ".jsonl" else read_npy(data, limits, name)
+    if fmt == ".jsonl":
+        value = _texts(name, data, model, limits)
+    else:
+        value = read_npy(data, limits, name, check=lambda _, datatype, shape: signature.check_input(model.manifest, spec.name, datatype, shape))
     return plane.from_arrays(model, {spec.name: value}, limits)
 
 
@@ -84,7 +89,10 @@ def _texts(name: str, data: bytes, model: ServedModel, limits: Limits) -> np.nda
         text = item.get("text") if isinstance(item, dict) else item
         if not isinstance(text, str):
             raise RecordError(f'{name!r} line {number} must be a JSON string or {{"text": "..."}}')
-        texts.append(text.encode("utf-8"))
+        try:
+            texts.append(text.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but no text
+            raise RecordError(f"{name!r} line {number} is not valid Unicode text") from None
         limits.check_shape(spec.name, (len(texts),))
     if not texts:
         raise RecordError(f"{name!r} holds no texts")

@@ -62,7 +62,10 @@ def unwrap_sqs(event: dict, output: str = "") -> Unwrapped:
             try:
                 uris = object_uris(body)
             except ValueError as exc:
-                out.rejected[message_id] = str(exc)
+                out.rejected[message_id] = str(exc)[:300]
+                continue
+            except (AttributeError, TypeError):  # a field of the wrong kind ({"Records": [1]}): this message alone fails
+                out.rejected[message_id] = "the SQS message body is not an S3 event notification"
                 continue
             out.skipped += [uri for uri in uris if results and uri.startswith(results)]
             out.records += [Record.from_uri(uri, id=message_id) for uri in uris if not (results and uri.startswith(results))]

@@ -18,7 +18,7 @@ from shared.http.metrics import Metrics
 
 access_log = logging.getLogger("slimserve.access")
 _TOKEN = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")  # fullmatch: `$` would let a trailing newline through
-_RECORD_FIELDS = ("request_id", "method", "path", "status", "model", "version", "duration_ms")
+_RECORD_FIELDS = ("request_id", "method", "path", "status", "model", "version", "duration_ms", "pid")
 
 
 def request_id(environ: dict) -> str:
@@ -51,7 +51,8 @@ class Observer:
         self.metrics.observe_request(model, version, status, seconds)
         if access_log.isEnabledFor(logging.INFO):
             # JSON escapes whatever the client put in the path, so it cannot forge a line; it is only cut short.
-            fields = {"request_id": rid, "method": method, "path": path[:200], "status": status, "model": model, "version": version, "duration_ms": round(seconds * 1000, 3)}
+            fields = {"request_id": rid, "method": method, "path": path[:200], "status": status, "model": model, "version": version,
+                      "duration_ms": round(seconds * 1000, 3), "pid": os.getpid()}  # pid: which worker answered
             if self.direct_fd is None:
                 # The fields ride along for JSON logs; the message reads on its own in text logs, the path escaped
                 # (ascii()) so a client cannot start a log line of its own.

@@ -28,6 +28,7 @@ from shared.errors import InvalidTensor, MalformedRequest, NotAcceptable, Unsupp
 from shared.protocol import codec
 from shared.protocol.codec import HEADER_LENGTH, InferenceRequest
 from shared.protocol.npy import read_npy
+from shared.serving import signature
 from shared.serving.dataplane import DataPlane
 from shared.serving.interface import ServedModel
 
@@ -124,8 +125,10 @@ def _accepted(accept: str, npy_in: bool) -> str:
 def _npy_request(plane: DataPlane, model: ServedModel, body: bytes) -> InferenceRequest:
     if len(model.manifest.inputs) != 1:
         raise InvalidTensor(f"model {model.name!r} has {len(model.manifest.inputs)} inputs; {NPY} carries one, send OIP v2 JSON")
-    array = read_npy(body, plane.limits, "body")  # its header checked against the limits before its data is read
-    return plane.from_arrays(model, {model.manifest.inputs[0].name: array})
+    name = model.manifest.inputs[0].name
+    # The header is checked against the limits and the signature before the data is read.
+    array = read_npy(body, plane.limits, "body", check=lambda _, datatype, shape: signature.check_input(model.manifest, name, datatype, shape))
+    return plane.from_arrays(model, {name: array})
 
 
 def _npy_answer(response: codec.InferenceResponse, custom_attributes: str) -> bytes:

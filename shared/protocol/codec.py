@@ -182,11 +182,33 @@ def _from_json(name: str, datatype: str, shape: list[int], data: Any, max_string
         raise InvalidTensor(f"input {name!r}: shape {shape} needs {count} elements, got {array.size}")
     if array.dtype.kind == "f" and dtype.kind == "u":
         array = _exact_unsigned(name, datatype, data, dtype)
+    if array.dtype.kind in "US" and dtype.kind == "f":  # "NaN"/"Infinity" as JSON answers carry them
+        array = _non_finite_words(name, datatype, data, array.shape)
     if array.dtype.kind not in _KINDS_ACCEPTED[dtype.kind]:
         raise InvalidTensor(f"input {name!r}: 'data' holds values that are not {datatype}")
     if dtype.kind in "iu" and array.size and (array.min() < np.iinfo(dtype).min or array.max() > np.iinfo(dtype).max):
         raise InvalidTensor(f"input {name!r}: values out of range for {datatype}")
     return array.astype(dtype, copy=False).reshape(shape)
+
+
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _non_finite_words(name: str, datatype: str, data: list, shape: tuple) -> np.ndarray:
+    """Float data whose non-finite elements are the words JSON answers use for them (see `_json_numbers`);
+    any other string is still no number."""
+    flat = []
+    for item in np.array(data, dtype=object).reshape(-1).tolist():
+        if isinstance(item, str) and item in _NON_FINITE:
+            flat.append(_NON_FINITE[item])
+        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+            try:
+                flat.append(float(item))
+            except OverflowError:
+                raise InvalidTensor(f"input {name!r}: values out of range for {datatype}") from None
+        else:
+            raise InvalidTensor(f"input {name!r}: 'data' holds values that are not {datatype}")
+    return np.array(flat, dtype=np.float64).reshape(shape)
 
 
 def _exact_unsigned(name: str, datatype: str, data: list, dtype: np.dtype) -> np.ndarray:
@@ -208,7 +230,10 @@ def _flatten_strings(name: str, data: list, max_string_bytes: int | None = None)
                 stack.append(iter(item))
                 break
             if isinstance(item, str):
-                flat.append(item.encode("utf-8"))
+                try:
+                    flat.append(item.encode("utf-8"))
+                except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but no text
+                    raise InvalidTensor(f"input {name!r}: BYTES 'data' holds a string that is not valid Unicode") from None
                 if max_string_bytes is not None and len(flat[-1]) > max_string_bytes:
                     raise LimitExceeded(f"tensor {name!r} has a BYTES element of {len(flat[-1]):,} bytes, over SLIMSERVE_MAX_STRING_BYTES={max_string_bytes:,}")
             else:

@@ -21,7 +21,7 @@ from shared.protocol.codec import HEADER_LENGTH, binary_content_type, header_len
 from shared.remote.transports import EndpointFailure, SageMakerTransport
 from shared.storage import Storage
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
+_ID = re.compile(r"[0-9a-f]{32}")  # fullmatch
 
 
 class AsyncInvoker:
@@ -50,7 +50,7 @@ class AsyncInvoker:
         raise Deferred(location, {"id": inference_id, "status": "pending", "location": location, **pointer})
 
     def poll(self, model: str, inference_id: str) -> tuple[int, bytes, dict[str, str]]:
-        if not _ID.match(inference_id):
+        if not _ID.fullmatch(inference_id):
             raise NotFound(f"no asynchronous request {inference_id[:40]!r}")
         raw = self._get(self._pointer(inference_id))
         pointer = jsontext.loads(raw[0], 8, "asynchronous request pointer") if raw else None

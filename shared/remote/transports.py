@@ -27,6 +27,7 @@ from shared.protocol.codec import HEADER_LENGTH, binary_content_type, header_len
 from shared.config import Settings
 from shared.errors import ArtifactError, MalformedRequest
 
+MAX_REPLY_BYTES = 256 << 20  # an answer larger than this is no answer of ours: refused, not held in memory
 _THROTTLING = {"ThrottlingException", "Throttling", "TooManyRequestsException", "ModelNotReadyException"}
 
 
@@ -189,7 +190,9 @@ class HttpTransport:
             conn.sock.settimeout(self.read_timeout_s)
             conn.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
             response = conn.getresponse()
-            data = response.read()
+            data = response.read(MAX_REPLY_BYTES + 1)
+            if len(data) > MAX_REPLY_BYTES:
+                raise EndpointFailure(f"endpoint answered more than {MAX_REPLY_BYTES:,} bytes", kind="protocol")
         except (TimeoutError, socket.timeout):
             raise EndpointFailure(f"endpoint did not answer within {self.read_timeout_s}s", kind="timeout") from None
         except (OSError, http.client.HTTPException) as exc:

@@ -21,9 +21,9 @@ from dataclasses import replace
 
 from gunicorn.app.base import BaseApplication
 
-from shared.artifact.fetch import localize, locations
+from shared.artifact.fetch import PIN, is_remote, localize, locations, manifest_digest
 from shared.artifact.loading import load_artifact, read_manifest
-from shared.boot.build import start
+from shared.boot.build import configure_logging, start
 from shared.config import Settings
 from shared.errors import ArtifactError
 from shared.http.app import InferenceApp
@@ -51,6 +51,7 @@ def server_settings(folders: list[str], **overrides) -> Settings:
     workers = settings.workers if settings.workers > 0 else default_workers()
     threads = settings.ort_threads if settings.ort_threads > 0 else max(1, len(os.sched_getaffinity(0)) // workers)
     ApiKeys.from_settings(settings)  # a missing key file fails here, before any worker starts
+    configure_logging(settings.log_level, settings.log_format)  # so does an unknown log format
     return replace(settings, workers=workers, ort_threads=threads)
 
 
@@ -74,14 +75,18 @@ def prepare(app: InferenceApp, metrics_folder: str | None = None) -> InferenceAp
 
 
 def check_artifacts(settings: Settings) -> list[str]:
-    """Every artifact verified once in the arbiter (remote ones fetched into the cache): local folders."""
+    """Every artifact verified once in the arbiter (remote ones fetched into the cache): the local folders the
+    workers load, each still pinned where it was pinned, so a worker started later checks it again."""
     storage = Storage.from_settings(settings)
-    folders = [localize(a, settings.cache_dir, storage, settings.allow_unpinned) for a in locations(settings)]
-    for folder in folders:
+    checked = []
+    for location in locations(settings):
+        folder = localize(location, settings.cache_dir, storage, settings.allow_unpinned)
         manifest = read_manifest(folder)
         absent_ok = frozenset({manifest.model_file}) if (settings.placement or manifest.placement) == "endpoint" else frozenset()
         load_artifact(folder, absent_ok)
-    return folders
+        pinned = PIN in location or is_remote(location)
+        checked.append(f"{folder}{PIN}{manifest_digest(folder)}" if pinned else folder)
+    return checked
 
 
 def serve(folders: list[str], host: str = "127.0.0.1", port: int = 8080, *, sagemaker_runtime: bool = False, **overrides) -> None:
@@ -95,7 +100,7 @@ def serve(folders: list[str], host: str = "127.0.0.1", port: int = 8080, *, sage
     metrics_folder = tempfile.mkdtemp(prefix="slimserve-metrics-")
 
     def make_app() -> InferenceApp:
-        return prepare(start(local[0], settings, sagemaker_runtime=sagemaker_runtime).app, metrics_folder)
+        return prepare(start(local[0].partition(PIN)[0], settings, sagemaker_runtime=sagemaker_runtime).app, metrics_folder)
 
     from shared.server.worker import WaitressWorker
 

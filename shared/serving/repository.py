@@ -30,10 +30,10 @@ class ModelRepository:
         if not versions:
             # Names come from URLs, headers and object keys: what no manifest could name is refused as such,
             # and never echoed whole (no traversal, no control characters in logs).
-            if not NAME_PATTERN.match(name):
+            if not NAME_PATTERN.fullmatch(name):
                 raise MalformedRequest(f"model name {name[:64]!r} must match {NAME_PATTERN.pattern}")
             raise NotFound(f"unknown model {name!r}; this server serves {', '.join(sorted(self._models)) or 'no model'}")
-        if version is not None and version not in versions and not VERSION_PATTERN.match(version):
+        if version is not None and version not in versions and not VERSION_PATTERN.fullmatch(version):
             raise MalformedRequest(f"model version {version[:64]!r} must match {VERSION_PATTERN.pattern}")
         if version is None:
             # The highest version answers unversioned requests; numeric versions compare as numbers.

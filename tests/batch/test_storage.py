@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import time
+
+import numpy as np
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from shared import storage
 from shared.errors import LimitExceeded, NotFound, RecordError, StorageError
 from shared.storage import Storage
 from tests.conftest import ROOT, free_port
+from tests.tools import need
 
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # its documented dev key
@@ -106,7 +109,7 @@ def test_gcs_backend_against_the_emulator(monkeypatch, tmp_path):
 @pytest.fixture
 def azurite(tmp_path, monkeypatch):
     if not AZURITE.exists():
-        pytest.skip("Azurite is not installed (npm ci)")
+        need("Azurite (node_modules/.bin/azurite-blob)", False, "run `npm ci` (make test does), which needs node")
     port = free_port()
     proc = subprocess.Popen(
         [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(tmp_path / "azurite"), "--silent", "--skipApiVersionCheck", "--loose"],
@@ -119,7 +122,7 @@ def azurite(tmp_path, monkeypatch):
         from azure.storage.blob import BlobServiceClient
 
         # Wait for the port ourselves: the SDK's own retries back off for tens of seconds.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # node starts slowly on a loaded machine
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -153,3 +156,43 @@ def test_azure_without_a_connection_string_says_what_is_missing(monkeypatch):
 
     with pytest.raises(StorageError, match="SLIMSERVE_AZURE_CONNECTION or AzureWebJobsStorage"):
         Storage.from_settings(Settings.resolve()).read("azure://c/x")
+
+
+def upload(store: Storage, prefix: str, folder: Path) -> str:
+    """Every file of an artifact folder under `prefix`; returns the pinned location."""
+    import hashlib
+
+    for path in folder.iterdir():
+        store.write(f"{prefix}/{path.name}", path.read_bytes())
+    return f"{prefix}#sha256={hashlib.sha256((folder / 'manifest.json').read_bytes()).hexdigest()}"
+
+
+def test_an_artifact_is_fetched_from_gcs_and_served(monkeypatch, tmp_path):
+    from gcp_storage_emulator.server import create_server
+
+    from shared.boot.build import start
+    from tests.helpers import write_tiny_artifact
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="models")
+    server.start()
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+        location = upload(Storage(), "gs://models/tiny/1", write_tiny_artifact(tmp_path / "tiny"))
+        runtime = start(tmp_path / "none", artifact=location, cache_dir=str(tmp_path / "cache"))
+        outputs, _ = runtime.plane.model("tiny").answer({"input": np.ones((1, 4), np.float32)})
+        assert outputs["probs"].shape == (1, 3) and len(list((tmp_path / "cache").iterdir())) == 1
+    finally:
+        server.stop()
+
+
+def test_an_artifact_is_fetched_from_azure_blob_and_served(azurite, tmp_path, monkeypatch):
+    from shared.boot.build import start
+    from tests.helpers import write_tiny_artifact
+
+    service, store = azurite
+    monkeypatch.setenv("SLIMSERVE_AZURE_CONNECTION", store._backends["azure"].connection)
+    location = upload(store, "azure://slimserve/models/tiny/1", write_tiny_artifact(tmp_path / "tiny"))
+    runtime = start(tmp_path / "none", artifact=location, cache_dir=str(tmp_path / "cache"))
+    outputs, _ = runtime.plane.model("tiny").answer({"input": np.ones((1, 4), np.float32)})
+    assert outputs["probs"].shape == (1, 3)

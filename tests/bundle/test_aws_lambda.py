@@ -18,6 +18,7 @@ from optimizer.bundle.common import Options
 from slimserve.cli import main
 from tests.bundle.builds import NO_PYTHON312, PYTHON312, tiny_artifact, tiny_lambda_bundle
 from tests.eventlib import load_event
+from tests.tools import need, need_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +33,7 @@ def names_in(zip_path: Path) -> list[str]:
         return zf.namelist()
 
 
-@pytest.mark.skipif(PYTHON312 is None, reason=NO_PYTHON312)
+@pytest.mark.usefixtures("python312")
 def test_unpacked_bundle_answers_an_api_gateway_event_under_a_clean_interpreter(bundle, tmp_path):
     out, _ = bundle
     task_root = tmp_path / "task"
@@ -115,9 +116,9 @@ def test_over_the_limit_exits_1_with_the_numbers_and_the_three_largest(monkeypat
     assert not out.exists()  # nothing over the limit is left where `osls package` would pick it up
 
 
-@pytest.mark.skipif(PYTHON312 is None, reason=NO_PYTHON312)
+@pytest.mark.usefixtures("python312")
 def test_a_text_model_bundle_carries_tokenizers_alone_and_tokenizes_from_it(tmp_path):
-    pytest.importorskip("tokenizers")
+    need_module("tokenizers", "install the text extra (make test does)")
     from tests.bundle.builds import write_text_artifact
 
     out = tmp_path / "out"

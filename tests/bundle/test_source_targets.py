@@ -18,6 +18,7 @@ from optimizer.bundle.common import Options
 from optimizer.bundle.source import build
 from tests.bundle.builds import tiny_artifact
 from tests.conftest import free_port, wait_for_http
+from tests.tools import need, need_module
 
 BIN = Path(sys.executable).parent
 
@@ -45,8 +46,8 @@ def test_gcp_folder_layout_and_pinned_requirements(gcp):
     assert report["sizes"]["unzipped_bytes"] < 500_000_000
 
 
-@pytest.mark.skipif(not (BIN / "functions-framework").exists(), reason="functions-framework is not installed (gcp extra)")
 def test_functions_framework_serves_the_folder_from_its_root_main_py(gcp):
+    need("functions-framework", (BIN / "functions-framework").exists(), "install the gcp extra (make test does)")
     out, _ = gcp
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_")}
@@ -84,7 +85,7 @@ def test_azure_folder_indexes_the_adapter_from_its_root_function_app(azure):
     assert {p.name for p in out.iterdir()} >= {"function_app.py", "host.json", "requirements.txt", "functions", "shared", "artifact"}
     assert json.loads((out / "host.json").read_text())["version"] == "2.0"
     assert any(r.startswith("azure-functions==") for r in report["requirements"])
-    pytest.importorskip("azure.functions")
+    need_module("azure.functions", "install the azure extra (make test does)")
     script = (
         "import sys; sys.path.insert(0, '.'); import function_app, functions.azure.function_app as a; "
         "print(sorted(f.get_function_name() for f in function_app.app.get_functions())); "

@@ -22,11 +22,7 @@ from tests.helpers import write_tiny_artifact
 BUCKET = "slimserve-async-test"
 X = np.random.default_rng(5).normal(size=(64, 4)).astype(np.float32)  # 1 KB of tensors, over the 512 B limit below
 BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(X.shape), "data": X.ravel().tolist()}]}
-# The endpoint reads the input from (moto's) S3 before it answers the async call: FAST's 0.4 s read
-# timeout is for fault tests and timed out here once on a loaded machine.
-ASYNC = dict(
-    async_bucket=BUCKET, endpoint_max_sync_bytes=512, max_body_bytes=1 << 20, endpoint_read_timeout_s=10.0, endpoint_deadline_s=25.0
-)
+ASYNC = dict(async_bucket=BUCKET, endpoint_max_sync_bytes=512, max_body_bytes=1 << 20)
 
 
 @pytest.fixture(scope="module")

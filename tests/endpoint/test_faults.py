@@ -32,6 +32,14 @@ def answer(app) -> tuple[object, float]:
     return response, time.monotonic() - started
 
 
+def cooled_down(model, timeout_s: float = 30.0) -> None:
+    """Until the breaker's cool-down is over (polled, not slept: a loaded machine may be slower)."""
+    deadline = time.monotonic() + timeout_s
+    while model.breaker.retry_after_s() > 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def probs_of(response) -> np.ndarray:
     out = {o["name"]: o for o in response.json["outputs"]}["probs"]
     return np.array(out["data"], np.float32).reshape(out["shape"])
@@ -48,7 +56,7 @@ def test_every_fault_is_answered_within_the_deadline(tmp_path, endpoint, fault, 
     server = endpoint(endpoint_dir)
     url = f"http://127.0.0.1:{free_port()}" if fault == "down" else server.url  # nothing listens there
     server.faults.mode, server.faults.delay_s = fault, 1.0
-    app = function_app(function_dir, url)
+    app = function_app(function_dir, url, **FAST)
     model = app.plane.repository.get("tiny")
 
     response, elapsed = answer(app)
@@ -101,13 +109,13 @@ def test_breaker_opens_keeps_calls_off_the_endpoint_and_recovers_through_a_probe
     assert model.breaker.state == OPEN
     assert server.faults.seen == FAST["breaker_failures"] * attempts_per_request
 
-    for _ in range(5):  # open: answered locally at once, the endpoint never sees them
-        response, elapsed = answer(app)
-        assert response.json["parameters"]["degraded"] is True and elapsed < FAST["endpoint_read_timeout_s"]
+    for _ in range(5):  # open: answered locally, the endpoint never sees them
+        response, _ = answer(app)
+        assert response.json["parameters"]["degraded"] is True
     assert server.faults.seen == FAST["breaker_failures"] * attempts_per_request
     assert model.stats.short_circuited == 5
 
-    time.sleep(FAST["breaker_cooldown_s"])  # half-open: one probe; the endpoint still fails, so open again
+    cooled_down(model)  # half-open: one probe; the endpoint still fails, so open again
     assert answer(app)[0].json["parameters"]["degraded"] is True
     assert model.breaker.state == OPEN
     seen_after_failed_probe = server.faults.seen
@@ -116,7 +124,7 @@ def test_breaker_opens_keeps_calls_off_the_endpoint_and_recovers_through_a_probe
     server.faults.mode = "ok"
     assert answer(app)[0].json["parameters"]["degraded"] is True  # still cooling down: not even tried
     assert server.faults.seen == seen_after_failed_probe
-    time.sleep(FAST["breaker_cooldown_s"])
+    cooled_down(model)
     response, _ = answer(app)  # the probe succeeds: closed, full answers again
     assert response.status_code == 200 and "parameters" not in response.json
     np.testing.assert_array_equal(probs_of(response), probs(endpoint_dir / "model.onnx"))
@@ -132,11 +140,11 @@ def test_open_breaker_without_fallback_says_when_to_retry(tmp_path, endpoint):
     app = function_app(function_dir, server.url, breaker_failures=1, breaker_cooldown_s=30.0)
 
     first, _ = answer(app)
-    second, elapsed = answer(app)
+    second, _ = answer(app)
 
     assert first.status_code == second.status_code == 503
     assert 29 <= int(second.headers["Retry-After"]) <= 30  # the rest of the cool-down
-    assert elapsed < FAST["endpoint_read_timeout_s"] and server.faults.seen == 1 + FAST["endpoint_retries"]
+    assert server.faults.seen == 1 + FAST["endpoint_retries"]  # the second request never reached it
 
 
 def test_half_open_lets_exactly_one_probe_through():
@@ -158,7 +166,7 @@ def test_retries_stop_when_the_next_would_overrun_the_deadline(tmp_path, endpoin
     server = endpoint(endpoint_dir)
     server.faults.mode = "throttle"
     # one attempt may take connect 0.5 + read 0.4 s, the whole deadline: after a failure no retry fits.
-    app = function_app(function_dir, server.url, endpoint_deadline_s=0.9, endpoint_retries=5)
+    app = function_app(function_dir, server.url, **{**FAST, "endpoint_deadline_s": 0.9, "endpoint_retries": 5})
     model = app.plane.repository.get("tiny")
 
     response, elapsed = answer(app)

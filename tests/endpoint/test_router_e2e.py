@@ -12,7 +12,7 @@ import pytest
 import tritonclient.http as triton
 from werkzeug.test import Client
 
-from tests.endpoint.conftest import ENDPOINT_NAME, FAST, function_app, write_endpoint_artifact
+from tests.endpoint.conftest import ENDPOINT_NAME, function_app, write_endpoint_artifact
 from tests.eventlib import load_event
 
 X = np.random.default_rng(7).normal(size=(5, 4)).astype(np.float32)

@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 
 OSLS = ROOT / "node_modules" / ".bin" / "osls"
 
-pytestmark = pytest.mark.skipif(not OSLS.exists(), reason="node_modules/.bin/osls is absent; run `npm ci` (make test does)")
+pytestmark = pytest.mark.usefixtures("osls_cli")
 
 
 def resolved(tmp_path, *args: str) -> dict:

@@ -21,25 +21,51 @@ SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A two-worker server that gets 6 good requests, 3 bad ones and 2 unknown-model ones, then stops."""
+    """A two-worker server that gets good requests on separate connections until both workers have
+    answered some (the access log names the pid), plus 3 bad ones and 2 unknown-model ones; /metrics is
+    then read until it sums every worker's counts (each writes a snapshot every second), then it stops."""
     server = RunningServer([write_tiny_artifact(tmp_path_factory.mktemp("obs") / "tiny")], env={"SLIMSERVE_WORKERS": "2"})
-    answers = {}
+    answers, good = {}, 0
     try:
-        for i in range(4):  # separate connections, so both workers take some
+        for i in range(3):
             client = Client(server)
-            for j in range(2 if i < 3 else 0):
+            for j in range(2):
                 answers[f"good{i}{j}"] = client.request("POST", "/v2/models/tiny/infer", tiny_request(), {"x-request-id": f"req-{i}-{j}"})
-            answers[f"bad{i}"] = client.request("POST", "/v2/models/tiny/infer", {"inputs": "nope"}, {"x-request-id": "has space"}) if i < 3 else None
+                good += 1
+            answers[f"bad{i}"] = client.request("POST", "/v2/models/tiny/infer", {"inputs": "nope"}, {"x-request-id": "has space"})
             client.close()
         client = Client(server)
         answers["unknown1"] = client.request("GET", "/v2/models/nosuchmodel")
         answers["unknown2"] = client.request("GET", "/v2/models/EVIL%0Aname")
-        time.sleep(1.5)  # workers write their metrics snapshot every second
-        answers["metrics"] = client.request("GET", "/metrics")
         client.close()
+        deadline = time.monotonic() + 60
+        while len(_pids(server)) < 2:  # a new connection goes to whichever worker accepts it first
+            assert time.monotonic() < deadline, "one worker took every connection"
+            extra = Client(server)
+            assert extra.request("POST", "/v2/models/tiny/infer", tiny_request())[0] == 200
+            extra.close()
+            good += 1
+        while True:
+            client = Client(server)
+            answers["metrics"] = client.request("GET", "/metrics")
+            client.close()
+            if f'slimserve_requests_total{{model="tiny",version="1",code="200"}} {good}' in _text(answers["metrics"][2]):
+                break
+            assert time.monotonic() < deadline, "the metrics never summed both workers"
+            time.sleep(0.1)
     finally:
         code, output = server.stop()
+    answers["good_total"] = good
     return answers, output
+
+
+def _text(body) -> str:
+    return body.decode() if isinstance(body, bytes) else body
+
+
+def _pids(server) -> set[int]:
+    """Worker pids in the access lines so far."""
+    return {int(p) for p in re.findall(r'"pid":(\d+)', server.log())}
 
 
 def test_request_ids_are_echoed_or_generated(run):
@@ -63,6 +89,7 @@ def test_every_request_leaves_one_json_log_line_with_id_model_and_version(run):
     # a path with a newline stays one escaped line; an unknown model is not a label
     unknown = by_id[answers["unknown2"][1]["x-request-id"]]
     assert unknown["status"] == 400 and unknown["model"] == "" and "\n" in unknown["path"]
+    assert len({line["pid"] for line in access}) == 2  # both workers answered and logged
 
 
 def test_metrics_sum_all_workers_in_prometheus_text(run):
@@ -73,12 +100,13 @@ def test_metrics_sum_all_workers_in_prometheus_text(run):
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert all(SAMPLE.match(line) for line in samples), [line for line in samples if not SAMPLE.match(line)]
     value = lambda prefix: sum(float(line.rsplit(" ", 1)[1]) for line in samples if line.startswith(prefix))  # noqa: E731
-    assert value('slimserve_requests_total{model="tiny",version="1",code="200"}') == 6
+    assert value('slimserve_requests_total{model="tiny",version="1",code="200"}') == answers["good_total"]
     assert value('slimserve_requests_total{model="tiny",version="1",code="400"}') == 3
     assert value('slimserve_errors_total{code="400"}') == 4 and value('slimserve_errors_total{code="404"}') == 1
-    assert value('slimserve_request_duration_seconds_count{model="tiny",version="1"}') == 9
+    total = answers["good_total"] + 3
+    assert value('slimserve_request_duration_seconds_count{model="tiny",version="1"}') == total
     buckets = [float(line.rsplit(" ", 1)[1]) for line in samples if line.startswith('slimserve_request_duration_seconds_bucket{model="tiny"')]
-    assert buckets == sorted(buckets) and buckets[-1] == 9  # cumulative, +Inf holds all
+    assert buckets == sorted(buckets) and buckets[-1] == total  # cumulative, +Inf holds all
     assert "EVIL" not in text and "nosuchmodel" not in text
 
 

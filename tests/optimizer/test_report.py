@@ -59,10 +59,11 @@ def test_report_of_a_folder_that_is_no_artifact_is_exit_code_1(tmp_path: Path, c
     assert "no manifest.json" in capsys.readouterr().err
 
 
-def test_progress_bars_are_a_no_op_when_quiet_and_count_when_not():
+def test_progress_bars_are_a_no_op_when_quiet_and_count_when_not(capsys):
     with progress_for(True) as quiet:
         with quiet.task("x", total=3) as advance:
             advance(1, description="y")
+    assert not isinstance(quiet, Bars) and capsys.readouterr() == ("", "")  # quiet means nothing on either stream
     with progress_for(False) as bars:
         assert isinstance(bars, Bars)
         with bars.task("calibrating", total=2) as advance:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.osls import ABSENT, OSLS, packaged_template
 
-pytestmark = pytest.mark.skipif(not OSLS.exists(), reason=ABSENT)
+pytestmark = pytest.mark.usefixtures("osls_cli")
 
 
 @pytest.fixture(scope="module")

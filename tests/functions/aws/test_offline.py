@@ -15,11 +15,14 @@ import pytest
 from shared.client import InferenceClient
 from tests.conftest import ROOT, free_port, wait_for_http
 from tests.helpers import write_tiny_artifact
+from tests.tools import need
 
 OSLS = ROOT / "node_modules" / ".bin" / "osls"
 PLUGIN = ROOT / "node_modules" / "serverless-offline"
 
-pytestmark = pytest.mark.skipif(not (OSLS.exists() and PLUGIN.exists()), reason="serverless-offline is absent; run `npm ci`")
+@pytest.fixture(autouse=True)
+def _serverless_offline():
+    need("serverless-offline (node_modules)", OSLS.exists() and PLUGIN.exists(), "run `npm ci` (make test does), which needs node")
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ import pytest
 from shared.boot import snapstart
 from shared.boot.build import start
 from tests.helpers import write_tiny_artifact
+from tests.tools import need_module
 
 
 def test_handler_registers_the_after_restore_hook(load_handler, tmp_path):
-    hooks = pytest.importorskip("snapshot_restore_py", reason="Lambda's runtime provides it; pip install snapshot-restore-py")
+    hooks = need_module("snapshot_restore_py", "Lambda's runtime provides it; the dev extra installs snapshot-restore-py")
     handler = load_handler(SLIMSERVE_ARTIFACT=str(write_tiny_artifact(tmp_path / "tiny")))
     func, args, kwargs = hooks.get_after_restore()[-1]
     assert func is snapstart.after_restore and args == (handler.runtime,) and kwargs == {}

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.tools import need
 
 ROOT = Path(__file__).resolve().parents[3]
 AZURITE = ROOT / "node_modules" / ".bin" / "azurite"
@@ -43,8 +44,11 @@ def load_function_app():
         finally:
             os.environ.clear()
             os.environ.update(saved)
-        # get_functions() may run once per FunctionApp: a second call reports every name as a duplicate.
-        return module, {f.get_function_name(): f.get_user_function() for f in module.app.get_functions()}
+        # get_functions() may run once per FunctionApp: a second call reports every name as a duplicate. The
+        # triggers (auth level, paths) are kept on the module for the tests that read them.
+        indexed = module.app.get_functions()
+        module.indexed_triggers = {f.get_function_name(): f.get_trigger() for f in indexed}
+        return module, {f.get_function_name(): f.get_user_function() for f in indexed}
 
     yield load
     sys.modules.pop(FUNCTION_APP, None)
@@ -64,7 +68,7 @@ def _listening(port: int) -> bool:
 def azurite(tmp_path_factory) -> str:
     """Azurite's blob and queue services in memory; yields the storage connection string."""
     if not AZURITE.exists() or shutil.which("node") is None:
-        pytest.skip("Azurite is absent: run `npm ci` (make test does), which needs node")
+        need("Azurite (node_modules/.bin/azurite-*)", False, "run `npm ci` (make test does), which needs node")
     blob, queue, table = free_port(), free_port(), free_port()
     workdir = tmp_path_factory.mktemp("azurite")
     cmd = [str(AZURITE), "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent",

@@ -51,10 +51,10 @@ def json_of(response: func.HttpResponse) -> dict:
     return json.loads(response.get_body())
 
 
-def test_host_json_serves_v2_at_the_root_and_keeps_poison_bounded():
+def test_host_json_serves_v2_at_the_root_and_poisons_after_three_deliveries():
     host = json.loads((ROOT / "functions" / "azure" / "host.json").read_text())
     assert host["extensions"]["http"]["routePrefix"] == ""  # /v2/..., not /api/v2/...
-    assert 1 <= host["extensions"]["queues"]["maxDequeueCount"] <= 5
+    assert host["extensions"]["queues"]["maxDequeueCount"] == 3  # README: after 3 deliveries, the poison queue
     assert host["extensionBundle"]["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
 
 
@@ -113,3 +113,10 @@ def test_unavailable_endpoint_answers_503_with_retry_after_not_a_bare_500(load_f
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) >= 1
     assert "unavailable" in json_of(response)["error"]
+
+
+def test_the_http_function_needs_a_function_key(load_function_app, artifact):
+    """Read off the FunctionApp the host indexes: the one HTTP trigger asks for a function key."""
+    module, _ = load_function_app(SLIMSERVE_ARTIFACT=str(artifact))
+    http = {name: t for name, t in module.indexed_triggers.items() if type(t).__name__ == "HttpTrigger"}
+    assert list(http) == ["http"] and http["http"].auth_level == func.AuthLevel.FUNCTION
