@@ -105,6 +105,11 @@ class Storage:
         return cls(settings.azure_connection or os.environ.get("AzureWebJobsStorage", ""))
 
     @property
+    def azure_connection(self) -> str:
+        """The Azure connection string in use ("" when none): queues of the same account take it too."""
+        return self._backends["azure"].connection
+
+    @property
     def azure_account(self) -> str:
         """AccountName of the Azure connection string ("" when none or not stated)."""
         parts = dict(p.partition("=")[::2] for p in self._backends["azure"].connection.split(";") if "=" in p)
