@@ -30,7 +30,8 @@ from shared.storage import Storage, parse
 class Progress:
     """One line on stderr, rewritten at most five times a second; nothing when stderr is no terminal."""
 
-    def __init__(self, enabled: bool, stream=sys.stderr):
+    def __init__(self, enabled: bool, stream=None):
+        stream = stream or sys.stderr
         self.enabled, self.stream = enabled and stream.isatty(), stream
         self._lock, self._shown, self._start = threading.Lock(), 0.0, time.monotonic()
 

@@ -178,3 +178,55 @@ def test_backfill_300_objects_15_corrupt_through_the_event_path(handler, s3, que
     assert sorted(again) == sorted(corrupt)
     print(f"\nbackfill: 315 messages at {rate} messages/s; {invocations} invocations; 300 results written once each, "
           f"15 in the DLQ after 2 receives; rerun enqueued 15")
+
+
+def test_results_inside_the_prefix_folders_and_what_has_a_result_are_never_sent(s3, queues, capsys):
+    """Output under the listed prefix: its result objects are listed too, and skipped as results."""
+    sqs, url, _, _ = queues
+    run = uuid.uuid4().hex[:8]
+    x = npy(np.zeros((1, 4), np.float32))
+    put_all(s3, {f"{run}/a.npy": x, f"{run}/b c.npy": x, f"{run}/results/{run}/a.npy.json": b"{}", f"{run}/results/{run}/old.npy.json": b"{}"})
+
+    code, out, _ = backfill(capsys, f"s3://{IN}/{run}/", "--queue", url, "--output", f"s3://{IN}/{run}/results", "--quiet")
+
+    assert code == 0 and counts(out) == {"listed": 4, "skipped": 3, "enqueued": 1, "failed": 0}, out
+    assert "1 with a result, 2 results" in out
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    body = json.loads(messages[0]["Body"])
+    assert len(messages) == 1 and body["Records"][0]["s3"]["object"]["key"] == f"{run}/b+c.npy"  # encoded as S3 does
+    assert [r.key for r in unwrap_sqs({"Records": [{"messageId": "m", "body": messages[0]["Body"]}]}).records] == [f"s3://{IN}/{run}/b c.npy"]
+
+
+def test_dry_run_limit_and_since(s3, queues, capsys):
+    sqs, url, _, _ = queues
+    run = uuid.uuid4().hex[:8]
+    put_all(s3, {f"{run}/{i}.npy": npy(np.zeros((1, 4), np.float32)) for i in range(25)})
+    source = f"s3://{IN}/{run}/"
+
+    code, out, _ = backfill(capsys, source, "--queue", url, "--output", OUTPUT, "--dry-run", "--quiet")
+    assert code == 0 and "listed 25, skipped 0, would enqueue 25 (dry run)" in out and queue_depth(sqs, url) == 0
+
+    code, out, _ = backfill(capsys, source, "--queue", url, "--output", OUTPUT, "--limit", "12", "--quiet")
+    assert code == 0 and counts(out)["enqueued"] == 12 and queue_depth(sqs, url) == 12
+
+    code, out, _ = backfill(capsys, source, "--queue", url, "--output", OUTPUT, "--since", "2999-01-01", "--quiet")
+    assert code == 0 and "skipped 25 (25 older)" in out and counts(out)["enqueued"] == 0
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--queue", "{missing}"], 1, "cannot send to queue .*NonExistentQueue"),
+    (["--queue", "{url}", "--since", "last tuesday"], 2, "--since 'last tuesday' is no date"),
+    (["--function-url", "http://127.0.0.1:9/"], 2, "give --queue"),
+    (["--queue", "{url}", "--output", ""], 2, "no output prefix"),
+    (["--queue", "{url}", "--output", "s3://" + IN], 2, "lies under the output prefix"),
+    (["--queue", "{url}", "--limit", "0"], 2, "--limit must be 1 or more"),
+])  # fmt: skip
+def test_arguments_that_cannot_work_end_in_one_line(s3, queues, capsys, monkeypatch, args, code, message):
+    _, url, _, _ = queues
+    monkeypatch.delenv("SLIMSERVE_OUTPUT", raising=False)
+    args = [a.format(url=url, missing=url + "-missing") for a in args]
+    if "--output" not in args:
+        args += ["--output", OUTPUT]
+    got, out, err = backfill(capsys, f"s3://{IN}/incoming/", *args)
+    assert got == code and not out
+    assert len(err.strip().splitlines()) == 1 and re.match(rf"slimserve: error: .*{message}", err), err
