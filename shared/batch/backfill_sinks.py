@@ -39,7 +39,8 @@ _SQS_FATAL = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "A
 def describe(exc: BaseException) -> str:
     """An SDK's error as its service's code (`AWS.SimpleQueueService.NonExistentQueue`, `QueueNotFound`),
     never a traceback; the exception's type where there is none."""
-    code = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code") or getattr(exc, "error_code", None)
+    response = getattr(exc, "response", None)  # botocore: a dict; azure-core: an HTTP response
+    code = (response.get("Error", {}).get("Code") if isinstance(response, dict) else None) or getattr(exc, "error_code", None)
     if code:
         return str(code)
     reason = getattr(exc, "reason", None)
