@@ -40,7 +40,7 @@ def test_template_passes_cfn_lint():
 
 def test_cfn_lint_does_catch_a_broken_state_machine(tmp_path):
     broken = tmp_path / "backfill.yaml"
-    for old, new in (("Next: AnyToSend", "Next: AnyToSnd"), ("Type: Map\n", "Type: Mapp\n")):
+    for old, new in (("StartAt: EachObject", "StartAt: EachObjct"), ("Type: Map\n", "Type: Mapp\n")):
         broken.write_text(TEMPLATE.read_text().replace(old, new))
         findings = lint(broken)
         assert any(repr(new.split()[-1]) in f for f in findings), findings
