@@ -230,3 +230,9 @@ def test_arguments_that_cannot_work_end_in_one_line(s3, queues, capsys, monkeypa
     got, out, err = backfill(capsys, f"s3://{IN}/incoming/", *args)
     assert got == code and not out
     assert len(err.strip().splitlines()) == 1 and re.match(rf"slimserve: error: .*{message}", err), err
+
+
+def test_a_missing_bucket_is_one_line_and_exit_1(s3, queues, capsys):
+    _, url, _, _ = queues
+    code, out, err = backfill(capsys, "s3://no-such-bucket-here/incoming/", "--queue", url, "--output", OUTPUT)
+    assert code == 1 and not out and err == "slimserve: error: bucket 'no-such-bucket-here' of s3://no-such-bucket-here/incoming/ does not exist\n"
