@@ -94,8 +94,10 @@ class ResultIndex:
     """Which result URIs exist, as sorted 16-byte BLAKE2b digests (a collision is 2**-64-ish unlikely)."""
 
     def __init__(self, uris: Iterable[str]):
-        digests = b"".join(_digest(uri) for uri in uris)
-        self._sorted = np.sort(np.frombuffer(digests, dtype="V16").view("S16")) if digests else np.empty(0, "S16")
+        digests = bytearray()
+        for uri in uris:
+            digests += _digest(uri)
+        self._sorted = np.sort(np.frombuffer(bytes(digests), dtype="S16")) if digests else np.empty(0, "S16")
 
     def __len__(self) -> int:
         return len(self._sorted)
@@ -142,22 +144,20 @@ class Backfill:
         results = ResultIndex(item.uri for item in self.storage.list(keys.results_prefix(self.output, self.source)))
         tally.results_indexed = len(results)
         in_flight = threading.BoundedSemaphore(2 * self.concurrency)
+        # Leaving the block waits for every send; no future is kept, so memory stays flat however many objects.
         with cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="slimserve-backfill") as pool:
-            futures: list[cf.Future] = []
             batch: list[Listed] = []
             for item in self._wanted(results, tally):
                 if dry_run:
                     continue
                 batch.append(item)
                 if len(batch) == self.sink.batch_size:
-                    futures.append(self._submit(pool, in_flight, batch, tally))
+                    self._submit(pool, in_flight, batch, tally)
                     batch = []
                 if self._stop.is_set():
                     break
             if batch and not self._stop.is_set():
-                futures.append(self._submit(pool, in_flight, batch, tally))
-            for future in futures:
-                future.result()  # _deliver never raises: its failures are in the tally
+                self._submit(pool, in_flight, batch, tally)
         tally.elapsed_s = time.perf_counter() - start
         self.progress(tally)
         return tally
@@ -194,11 +194,17 @@ class Backfill:
             return "has_result"
         return ""
 
-    def _submit(self, pool, in_flight: threading.BoundedSemaphore, batch: list[Listed], tally: Tally) -> cf.Future:
+    def _submit(self, pool, in_flight: threading.BoundedSemaphore, batch: list[Listed], tally: Tally) -> None:
         in_flight.acquire()  # bounded: listing waits while the senders are behind
-        future = pool.submit(self._deliver, batch, tally)
-        future.add_done_callback(lambda _: in_flight.release())
-        return future
+
+        def done(future: cf.Future) -> None:
+            in_flight.release()
+            if future.exception() is not None:  # a bug in a sink, not a refusal: count the batch, stop, say so
+                with self._lock:
+                    tally.failed += len(batch)
+                self._halt(tally, f"{type(future.exception()).__name__} while sending: {future.exception()}")
+
+        pool.submit(self._deliver, batch, tally).add_done_callback(done)
 
     def _deliver(self, batch: list[Listed], tally: Tally) -> None:
         pending, lost = batch, []
