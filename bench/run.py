@@ -4,7 +4,8 @@ Measures, each in fresh processes or in one process side by side:
   cold start   new process -> first answer (median of N), handler vs torch eager
   warm p50     batch-1 latency in-process, handler (API Gateway v2 event -> serverless-wsgi -> app) vs torch eager
   overhead     the handler's p50 minus a bare `session.run` p50 on the same session and input
-Prints ratios. Benchmarks are not tests: nothing here asserts a time.
+Prints ratios. Then bench/batch.py (batch records/s against a raw onnxruntime loop, backfill messages/s
+against moto; BENCH_BATCH=0 skips it) and bench/minilm.py. Benchmarks are not tests: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -202,6 +203,9 @@ def main() -> int:
         ms = bundle.get("process_ms")
         print(f"\nLambda bundle, unpacked, clean python3.12 -I -S -B, new process -> first answer (median of {COLD_RUNS}): "
               f"{ms:.0f} ms; torch eager {cold['torch'] * 1000:.0f} ms -> {cold['torch'] * 1000 / ms:.2f}x")
+    if os.environ.get("BENCH_BATCH", "1") != "0":
+        print("\n== batch throughput and backfill rate (bench/batch.py)", flush=True)
+        subprocess.run([sys.executable, str(ROOT / "bench" / "batch.py")], cwd=ROOT, check=False)
     minilm = ROOT / "bench" / "minilm.py"
     if minilm.exists() and os.environ.get("BENCH_MINILM", "1") != "0":
         print("\n== MiniLM (bench/minilm.py)", flush=True)

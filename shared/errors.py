@@ -16,6 +16,7 @@
     ├── ArtifactError (500)          an artifact that must not be served: bad manifest, sha256 mismatch
     ├── ModelNotReady (503)
     ├── StorageError (502)           object storage refused or failed a read or write
+    ├── QueueError (502)             a queue or function refused what a backfill sends it, for good
     ├── EndpointUnavailable (503)    remote endpoint failed or breaker open, no local variant; Retry-After
     └── InferenceFailed (500)        onnxruntime failed on input that passed validation
 
@@ -102,6 +103,13 @@ class ModelNotReady(SlimserveError):
 
 
 class StorageError(SlimserveError):
+    status = HTTPStatus.BAD_GATEWAY
+
+
+class QueueError(SlimserveError):
+    """A destination of `slimserve backfill` (SQS, an Azure queue, a function's URL) refused for good:
+    missing, forbidden, or still failing after the retries."""
+
     status = HTTPStatus.BAD_GATEWAY
 
 

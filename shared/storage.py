@@ -4,6 +4,7 @@ inputs and results, fetched artifacts, asynchronous endpoint requests):
     store = Storage.from_settings(settings)           # once per process
     store.size(uri); store.read(uri, max_bytes=N); store.download(uri, path, expected_bytes)
     store.write(uri, data); store.exists(uri)
+    for item in store.list("s3://bucket/prefix/"): item.uri, item.size, item.modified   # paginated
 
     s3://bucket/key                                 boto3 (honours AWS_ENDPOINT_URL: moto locally)
     gs://bucket/name                                google-cloud-storage (honours STORAGE_EMULATOR_HOST)
@@ -17,6 +18,7 @@ google-cloud-storage only, and cold start pays for neither. Clients are made onc
 Reads are bounded: `read` refuses an object over `max_bytes` from its size before downloading it, and
 stops reading there should it have grown since; `download` streams to a file, never holding it whole.
 
+The backends, one per scheme, live in shared/storage_backends.py.
 Every failure leaves as one of ours: `NotFound` for a missing object, `StorageError` for the rest.
 """
 
@@ -24,29 +26,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from typing import Iterator
+from urllib.parse import quote, unquote, urlsplit
 
-from shared.errors import LimitExceeded, NotFound, RecordError, StorageError
+from shared.errors import LimitExceeded, RecordError, StorageError
+from shared.storage_backends import (
+    AZURE_CONNECTION_ENV,
+    AzureBackend,
+    Backend,
+    FileBackend,
+    GCSBackend,
+    Listed,
+    ObjectUri,
+    S3Backend,
+)
+
+__all__ = ["AZURE_CONNECTION_ENV", "Listed", "ObjectUri", "Storage", "check_key", "join", "parse", "relative_key"]
 
 SCHEMES = ("s3", "gs", "azure", "file")
 _AZURE_HOST_SUFFIX = ".blob.core.windows.net"
-# Where the Functions host keeps its own storage account; the documented fallback for blob access.
-AZURE_CONNECTION_ENV = ("SLIMSERVE_AZURE_CONNECTION", "AzureWebJobsStorage")
-
-
-@dataclass(frozen=True)
-class ObjectUri:
-    scheme: str  # s3 | gs | azure | file
-    container: str  # bucket or container; "" for file
-    key: str  # object key, blob name, or absolute path for file
-
-    def __str__(self) -> str:
-        if self.scheme == "file":
-            return "file://" + self.key
-        return f"{self.scheme}://{self.container}/{self.key}"
 
 
 def parse(uri: str) -> ObjectUri:
@@ -98,7 +97,7 @@ class Storage:
     """One per process (boot), passed to whoever reads or writes objects."""
 
     def __init__(self, azure_connection: str = ""):
-        self._backends: dict[str, _Backend] = {"file": _File(), "s3": _S3(), "gs": _GCS(), "azure": _Azure(azure_connection)}
+        self._backends: dict[str, Backend] = {"file": FileBackend(), "s3": S3Backend(), "gs": GCSBackend(), "azure": AzureBackend(azure_connection)}
 
     @classmethod
     def from_settings(cls, settings) -> "Storage":
@@ -106,12 +105,17 @@ class Storage:
         return cls(settings.azure_connection or os.environ.get("AzureWebJobsStorage", ""))
 
     @property
+    def azure_connection(self) -> str:
+        """The Azure connection string in use ("" when none): queues of the same account take it too."""
+        return self._backends["azure"].connection
+
+    @property
     def azure_account(self) -> str:
         """AccountName of the Azure connection string ("" when none or not stated)."""
         parts = dict(p.partition("=")[::2] for p in self._backends["azure"].connection.split(";") if "=" in p)
         return parts.get("AccountName", "")
 
-    def _backend(self, uri: str) -> tuple["_Backend", ObjectUri]:
+    def _backend(self, uri: str) -> tuple["Backend", ObjectUri]:
         obj = parse(uri)
         return self._backends[obj.scheme], obj
 
@@ -158,237 +162,19 @@ class Storage:
         backend, obj = self._backend(uri)
         return backend.exists(obj)
 
+    def list(self, prefix: str, page_size: int = 1000) -> Iterator[Listed]:
+        """Every object whose URI starts with `prefix` (a key prefix, as S3 means it: `s3://b/in` also
+        lists `s3://b/input/x`; end it with `/` for a folder), one page of `page_size` at a time, so a
+        bucket of any size streams through in bounded memory. No order is promised."""
+        backend, obj = self._backend(prefix)
+        for key, size, modified in backend.list(obj, max(1, min(page_size, 1000))):
+            # A path is unquoted when a file:// URI is parsed ('%', '?' and '#' included): quote it back.
+            uri = "file://" + quote(key, safe="/") if obj.scheme == "file" else str(ObjectUri(obj.scheme, obj.container, key))
+            yield Listed(uri, size, modified)
+
     def reset(self) -> None:
         """Forget every client (their connections and credentials); the next call makes fresh ones."""
         for backend in self._backends.values():
             backend.reset()
 
 
-# --- backends ------------------------------------------------------------------------------------
-
-_CHUNK = 1 << 20
-
-
-class _Backend:
-    def __init__(self):
-        self._client = None
-        self._lock = threading.Lock()
-
-    def client(self):
-        with self._lock:  # batch reads run on a thread pool; make one client, not one per thread
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
-
-    def reset(self) -> None:
-        with self._lock:
-            self._client = None
-
-    def _make_client(self):
-        return None
-
-    def read(self, obj: ObjectUri, limit: int | None) -> bytes:
-        """At most `limit` bytes (all when None)."""
-        parts, total = [], 0
-        for chunk in self.stream(obj):
-            parts.append(chunk)
-            total += len(chunk)
-            if limit is not None and total >= limit:
-                break
-        return b"".join(parts)[: limit if limit is not None else None]
-
-    def read_typed(self, obj: ObjectUri) -> tuple[bytes, str]:
-        return self.read(obj, None), ""
-
-    def _guard(self, exc: Exception, obj: ObjectUri, verb: str) -> Exception:
-        return exc if isinstance(exc, (StorageError, NotFound)) else self._translate(exc, obj, verb)
-
-    @staticmethod
-    def _translate(exc: Exception, obj: ObjectUri, verb: str) -> Exception:
-        return StorageError(f"cannot {verb} {obj}: {type(exc).__name__}")
-
-
-class _File(_Backend):
-    def size(self, obj: ObjectUri) -> int:
-        try:
-            return Path(obj.key).stat().st_size
-        except FileNotFoundError:
-            raise NotFound(f"object {obj} does not exist") from None
-        except OSError as exc:
-            raise StorageError(f"cannot read {obj}: {exc.strerror}") from None
-
-    def stream(self, obj: ObjectUri):
-        try:
-            with open(obj.key, "rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    yield chunk
-        except FileNotFoundError:
-            raise NotFound(f"object {obj} does not exist") from None
-        except OSError as exc:
-            raise StorageError(f"cannot read {obj}: {exc.strerror}") from None
-
-    def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
-        path = Path(obj.key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Write then rename, so a reader (or a redelivered record) never sees half a result.
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise StorageError(f"cannot write {obj}: {exc.strerror}") from None
-
-    def exists(self, obj: ObjectUri) -> bool:
-        return Path(obj.key).is_file()
-
-
-class _S3(_Backend):
-    def _make_client(self):
-        import boto3
-        from botocore.config import Config
-
-        # boto3 reads AWS_ENDPOINT_URL(_S3) itself; the pool covers the batch core's reader threads.
-        return boto3.client("s3", config=Config(max_pool_connections=32, retries={"mode": "standard"}))
-
-    def size(self, obj: ObjectUri) -> int:
-        try:
-            return int(self.client().head_object(Bucket=obj.container, Key=obj.key)["ContentLength"])
-        except Exception as exc:
-            raise self._guard(exc, obj, "read") from None
-
-    def stream(self, obj: ObjectUri):
-        try:
-            body = self.client().get_object(Bucket=obj.container, Key=obj.key)["Body"]
-            try:
-                while chunk := body.read(_CHUNK):
-                    yield chunk
-            finally:
-                body.close()
-        except Exception as exc:
-            raise self._guard(exc, obj, "read") from None
-
-    def read_typed(self, obj: ObjectUri) -> tuple[bytes, str]:
-        try:
-            response = self.client().get_object(Bucket=obj.container, Key=obj.key)
-            return response["Body"].read(), response.get("ContentType", "")
-        except Exception as exc:
-            raise self._guard(exc, obj, "read") from None
-
-    def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
-        try:
-            self.client().put_object(Bucket=obj.container, Key=obj.key, Body=data, ContentType=content_type)
-        except Exception as exc:
-            raise self._guard(exc, obj, "write") from None
-
-    def exists(self, obj: ObjectUri) -> bool:
-        try:
-            self.client().head_object(Bucket=obj.container, Key=obj.key)
-            return True
-        except Exception as exc:
-            error = self._guard(exc, obj, "check")
-            if isinstance(error, NotFound):
-                return False
-            raise error from None
-
-    @staticmethod
-    def _translate(exc: Exception, obj: ObjectUri, verb: str) -> Exception:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return NotFound(f"object {obj} does not exist")
-        if code == "NoSuchBucket":
-            return NotFound(f"bucket {obj.container!r} of {obj} does not exist")
-        return StorageError(f"cannot {verb} {obj}: {code or type(exc).__name__}")
-
-
-class _GCS(_Backend):
-    def _make_client(self):
-        from google.cloud import storage
-
-        # With STORAGE_EMULATOR_HOST set the client talks to the emulator with anonymous credentials.
-        return storage.Client()
-
-    def _blob(self, obj: ObjectUri):
-        return self.client().bucket(obj.container).blob(obj.key)
-
-    def size(self, obj: ObjectUri) -> int:
-        try:
-            blob = self.client().bucket(obj.container).get_blob(obj.key)
-        except Exception as exc:
-            raise self._guard(exc, obj, "read") from None
-        if blob is None:
-            raise NotFound(f"object {obj} does not exist")
-        return int(blob.size or 0)
-
-    def stream(self, obj: ObjectUri):
-        try:
-            with self._blob(obj).open("rb", chunk_size=_CHUNK) as fh:
-                while chunk := fh.read(_CHUNK):
-                    yield chunk
-        except Exception as exc:
-            raise self._guard(exc, obj, "read") from None
-
-    def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
-        try:
-            self._blob(obj).upload_from_string(data, content_type=content_type)
-        except Exception as exc:
-            raise self._guard(exc, obj, "write") from None
-
-    def exists(self, obj: ObjectUri) -> bool:
-        try:
-            return self._blob(obj).exists()
-        except Exception as exc:
-            raise self._guard(exc, obj, "check") from None
-
-    @staticmethod
-    def _translate(exc: Exception, obj: ObjectUri, verb: str) -> Exception:
-        if getattr(exc, "code", None) == 404:
-            return NotFound(f"object {obj} does not exist")
-        return StorageError(f"cannot {verb} {obj}: {type(exc).__name__}")
-
-
-class _Azure(_Backend):
-    def __init__(self, connection: str):
-        super().__init__()
-        self.connection = connection
-
-    def _make_client(self):
-        from azure.storage.blob import BlobServiceClient
-
-        if not self.connection:
-            raise StorageError(f"Azure Blob access needs a connection string in {' or '.join(AZURE_CONNECTION_ENV)}")
-        return BlobServiceClient.from_connection_string(self.connection)
-
-    def _blob(self, obj: ObjectUri):
-        return self.client().get_blob_client(obj.container, obj.key)
-
-    def size(self, obj: ObjectUri) -> int:
-        try:
-            return int(self._blob(obj).get_blob_properties().size)
-        except Exception as exc:
-            raise self._guard(exc, obj, "read") from None
-
-    def stream(self, obj: ObjectUri):
-        try:
-            yield from self._blob(obj).download_blob().chunks()
-        except Exception as exc:
-            raise self._guard(exc, obj, "read") from None
-
-    def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
-        from azure.storage.blob import ContentSettings
-
-        try:
-            self._blob(obj).upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
-        except Exception as exc:
-            raise self._guard(exc, obj, "write") from None
-
-    def exists(self, obj: ObjectUri) -> bool:
-        try:
-            return self._blob(obj).exists()
-        except Exception as exc:
-            raise self._guard(exc, obj, "check") from None
-
-    @staticmethod
-    def _translate(exc: Exception, obj: ObjectUri, verb: str) -> Exception:
-        if getattr(exc, "status_code", None) == 404:
-            return NotFound(f"object {obj} does not exist")
-        return StorageError(f"cannot {verb} {obj}: {getattr(exc, 'error_code', None) or type(exc).__name__}")

@@ -1,4 +1,5 @@
-"""`slimserve`: optimize a model into an artifact, serve artifacts locally, bundle them, invoke a deployment."""
+"""`slimserve`: optimize a model into an artifact, serve artifacts locally, bundle them, invoke a deployment,
+backfill what is already in storage through a deployment's batch path."""
 
 from __future__ import annotations
 
@@ -79,6 +80,20 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument("--version", help="model version (default: the highest served)")
     inv.add_argument("--retries", type=int, default=3, help="retries on 429/503, honouring Retry-After (default 3)")
     inv.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt (default 30)")
+
+    bf = sub.add_parser("backfill", help="send every object already under a prefix through the batch function's event path")
+    bf.add_argument("source", metavar="PREFIX", help="s3://BUCKET/PREFIX, azure://CONTAINER/PREFIX or gs://BUCKET/PREFIX")
+    to = bf.add_mutually_exclusive_group(required=True)
+    to.add_argument("--queue", help="s3://: the batch queue's URL; azure://: the queue function's queue name")
+    to.add_argument("--function-url", help="gs://: the storage-event function's URL (CloudEvents are posted to it)")
+    bf.add_argument("--output", help="where results go (default: $SLIMSERVE_OUTPUT): objects with a result there are skipped")
+    bf.add_argument("--since", metavar="DATE", help="only objects last modified at or after DATE (ISO 8601; UTC unless it says)")
+    bf.add_argument("--limit", type=int, metavar="N", help="send at most N objects")
+    bf.add_argument("--dry-run", action="store_true", help="list and count only; send nothing")
+    bf.add_argument("--concurrency", type=int, default=8, help="sends in flight at once (default 8)")
+    bf.add_argument("--retries", type=int, default=5, help="retries of a failed send, with backoff (default 5)")
+    bf.add_argument("--bearer", metavar="TOKEN", help="--function-url: sent as Authorization: Bearer TOKEN (an identity token)")
+    bf.add_argument("--quiet", action="store_true", help="no progress line")
     return parser
 
 
@@ -108,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "bundle":
             return importlib.import_module(BUNDLE_TARGETS[args.target]).bundle_command(args)
+        if args.command == "backfill":
+            from slimserve.backfill import backfill_command
+
+            return backfill_command(args)
         if args.command == "invoke":
             from shared.client import InvokeError, invoke_command
 

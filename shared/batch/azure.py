@@ -21,7 +21,8 @@ import json
 import re
 
 from shared.batch.core import Record
-from shared.batch.trigger import skip, under
+from shared.batch.keys import under
+from shared.batch.trigger import skip
 from shared.config import Settings
 from shared.errors import RecordError
 from shared.storage import parse

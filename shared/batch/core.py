@@ -36,14 +36,14 @@ from typing import Iterable
 
 import numpy as np
 
-from shared.batch import formats
+from shared.batch import formats, keys
 from shared.config import Settings
 from shared.errors import LimitExceeded, NotFound, RecordError, SlimserveError, to_status_and_body
 from shared.protocol.codec import InferenceRequest
 from shared.protocol.limits import Limits
 from shared.serving.dataplane import DataPlane
 from shared.serving.interface import ServedModel
-from shared.storage import Storage, check_key, join, parse, relative_key
+from shared.storage import Storage, check_key, parse, relative_key
 
 log = logging.getLogger("slimserve")
 
@@ -149,8 +149,7 @@ class BatchRunner:
         self.max_wait_s = max(0, settings.batch_max_wait_ms) / 1000
 
     def output_uri(self, record: Record) -> str:
-        suffix = formats.OUTPUT_FORMATS[self.settings.batch_output_format][1]
-        return join(self.settings.output, record.relative_key + suffix)
+        return keys.output_uri(self.settings.output, self.settings.batch_output_format, record.relative_key)
 
     def run(self, records: Iterable[Record]) -> BatchReport:
         records = list(records)

@@ -20,6 +20,7 @@ import zipfile
 
 import numpy as np
 
+from shared.batch.keys import OUTPUT_FORMATS
 from shared.errors import RecordError
 from shared.protocol import codec, jsontext
 from shared.protocol.codec import InferenceRequest, InferenceResponse
@@ -30,7 +31,6 @@ from shared.serving.dataplane import DataPlane
 from shared.serving.interface import ServedModel
 
 INPUT_FORMATS = (".npy", ".npz", ".json", ".jsonl")
-OUTPUT_FORMATS = {"json": ("application/json", ".json"), "npz": ("application/octet-stream", ".npz")}
 # A fixed timestamp inside .npz results: zip entries otherwise carry the time they were written.
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 

@@ -20,10 +20,11 @@ import json
 import logging
 
 from shared.batch.core import BatchRunner, Outcome, Record
+from shared.batch.keys import under
 from shared.config import Settings
 from shared.errors import RecordError
 from shared.serving.dataplane import DataPlane
-from shared.storage import Storage, join, parse
+from shared.storage import Storage, join
 
 log = logging.getLogger("slimserve")
 
@@ -47,14 +48,6 @@ def skip(uri: str, output: str) -> bool:
         log.info("ignoring %s: it is under SLIMSERVE_OUTPUT, a result rather than an input", uri[:300])
         return True
     return False
-
-
-def under(uri: str, prefix: str) -> bool:
-    try:
-        obj, out = parse(uri), parse(prefix.rstrip("/") + "/")
-    except RecordError:
-        return False  # not a URI we can place: let the batch core say what is wrong with it
-    return (obj.scheme, obj.container) == (out.scheme, out.container) and obj.key.startswith(out.key)
 
 
 class BatchTrigger:

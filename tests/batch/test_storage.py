@@ -75,9 +75,28 @@ def exercise(store: Storage, uri: str, missing: str, tmp_path: Path) -> None:
             call()
 
 
+def exercise_listing(store: Storage, base: str) -> None:
+    """Listing, the same on every backend: everything under a prefix, in pages, with sizes and times;
+    nothing outside it; a prefix without `/` is a key prefix, as S3 means it."""
+    from datetime import datetime, timedelta, timezone
+
+    inside = {f"{base}/in/a.npy": b"1", f"{base}/in/sub/b.npy": b"22", f"{base}/in/c d+e%20.npy": b"333"}
+    outside = {f"{base}/input2/x.npy": b"4444", f"{base}/other/in/y.npy": b"55555"}
+    for uri, data in {**inside, **outside}.items():
+        store.write(uri, data)
+    listed = list(store.list(f"{base}/in/", page_size=2))  # two pages and a half: the pager must follow
+    key = lambda uri: storage.parse(uri).key  # noqa: E731  (file:// URIs come back quoted; the keys are equal)
+    assert {key(item.uri): item.size for item in listed} == {key(uri): len(data) for uri, data in inside.items()}
+    now = datetime.now(timezone.utc)
+    assert all(abs(item.modified - now) < timedelta(minutes=10) for item in listed)
+    assert {key(item.uri) for item in store.list(f"{base}/in")} == {key(u) for u in [*inside, f"{base}/input2/x.npy"]}
+    assert list(store.list(f"{base}/nothing-here/")) == []
+
+
 def test_file_backend_round_trip(tmp_path: Path):
     uri = f"file://{tmp_path}/deep/er/x.json"
     exercise(Storage(), uri, f"file://{tmp_path}/nope", tmp_path)
+    exercise_listing(Storage(), f"file://{tmp_path}/listing")
     assert [p.name for p in (tmp_path / "deep" / "er").iterdir()] == ["x.json"]  # no temp files left
 
 
@@ -91,6 +110,9 @@ def test_s3_backend_against_moto(aws, tmp_path):
     assert store.read_typed(uri)[1] == "application/octet-stream"
     with pytest.raises(NotFound, match="bucket 'no-such-bucket'"):
         store.read("s3://no-such-bucket/x")
+    exercise_listing(store, "s3://storage-test/listing")
+    with pytest.raises(NotFound, match="bucket 'no-such-bucket'"):
+        list(store.list("s3://no-such-bucket/x/"))
 
 
 def test_gcs_backend_against_the_emulator(monkeypatch, tmp_path):
@@ -102,6 +124,7 @@ def test_gcs_backend_against_the_emulator(monkeypatch, tmp_path):
     try:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
         exercise(Storage(), "gs://slimserve-gcs/in/a b.npy", "gs://slimserve-gcs/missing", tmp_path)
+        exercise_listing(Storage(), "gs://slimserve-gcs/listing")
     finally:
         server.stop()
 
@@ -147,6 +170,7 @@ def test_azure_backend_against_azurite(azurite, tmp_path):
     # The URL form Azure prints names the same blob (account from the connection string).
     assert store.read("https://devstoreaccount1.blob.core.windows.net/slimserve/in/a%20b.npy") == b"payload"
     assert store.azure_account == "devstoreaccount1"
+    exercise_listing(store, "azure://slimserve/listing")
 
 
 def test_azure_without_a_connection_string_says_what_is_missing(monkeypatch):

@@ -1,0 +1,308 @@
+"""The backends behind `shared.storage.Storage`, one class per scheme, each turning its SDK's calls and
+errors into ours (`NotFound`, `StorageError`). Only `Storage` makes them; nothing else imports an SDK for
+object storage. Split from shared/storage.py so that each stays one thing: the URI rules and the one
+interface there, what each cloud's SDK needs here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from shared.errors import NotFound, StorageError
+
+# Where the Functions host keeps its own storage account; the documented fallback for blob access.
+AZURE_CONNECTION_ENV = ("SLIMSERVE_AZURE_CONNECTION", "AzureWebJobsStorage")
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ObjectUri:
+    scheme: str  # s3 | gs | azure | file
+    container: str  # bucket or container; "" for file
+    key: str  # object key, blob name, or absolute path for file
+
+    def __str__(self) -> str:
+        if self.scheme == "file":
+            return "file://" + self.key
+        return f"{self.scheme}://{self.container}/{self.key}"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One object of a listing."""
+
+    uri: str
+    size: int
+    modified: datetime | None  # last modified, timezone-aware (UTC); None where the backend keeps none
+
+
+class Backend:
+    def __init__(self):
+        self._client = None
+        self._lock = threading.Lock()
+
+    def client(self):
+        with self._lock:  # batch reads run on a thread pool; make one client, not one per thread
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def reset(self) -> None:
+        with self._lock:
+            self._client = None
+
+    def _make_client(self):
+        return None
+
+    def read(self, obj: ObjectUri, limit: int | None) -> bytes:
+        """At most `limit` bytes (all when None)."""
+        parts, total = [], 0
+        for chunk in self.stream(obj):
+            parts.append(chunk)
+            total += len(chunk)
+            if limit is not None and total >= limit:
+                break
+        return b"".join(parts)[: limit if limit is not None else None]
+
+    def read_typed(self, obj: ObjectUri) -> tuple[bytes, str]:
+        return self.read(obj, None), ""
+
+    def _guard(self, exc: Exception, obj: ObjectUri, verb: str) -> Exception:
+        return exc if isinstance(exc, (StorageError, NotFound)) else self._translate(exc, obj, verb)
+
+    @staticmethod
+    def _translate(exc: Exception, obj: ObjectUri, verb: str) -> Exception:
+        return StorageError(f"cannot {verb} {obj}: {type(exc).__name__}")
+
+
+class FileBackend(Backend):
+    def size(self, obj: ObjectUri) -> int:
+        try:
+            return Path(obj.key).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"object {obj} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {obj}: {exc.strerror}") from None
+
+    def stream(self, obj: ObjectUri):
+        try:
+            with open(obj.key, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    yield chunk
+        except FileNotFoundError:
+            raise NotFound(f"object {obj} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {obj}: {exc.strerror}") from None
+
+    def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
+        path = Path(obj.key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Write then rename, so a reader (or a redelivered record) never sees half a result.
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StorageError(f"cannot write {obj}: {exc.strerror}") from None
+
+    def exists(self, obj: ObjectUri) -> bool:
+        return Path(obj.key).is_file()
+
+    def list(self, obj: ObjectUri, page_size: int) -> Iterator[tuple[str, int, datetime | None]]:
+        folder, _, start = obj.key.rpartition("/")
+        for root, dirs, files in os.walk(folder or "/", onerror=None):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                if not path.startswith(obj.key) or (name.startswith(".") and name.endswith(".tmp")):
+                    continue  # outside the prefix, or a result still being written (see `write`)
+                try:
+                    stat = os.stat(path, follow_symlinks=False)
+                except OSError:
+                    continue  # removed since the folder was read
+                if os.path.isfile(path) and not os.path.islink(path):
+                    yield path, stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc)
+            if root == (folder or "/") and start:
+                dirs[:] = [d for d in dirs if d.startswith(start)]  # only folders that can hold a match
+
+
+class S3Backend(Backend):
+    def _make_client(self):
+        import boto3
+        from botocore.config import Config
+
+        # boto3 reads AWS_ENDPOINT_URL(S3Backend) itself; the pool covers the batch core's reader threads.
+        return boto3.client("s3", config=Config(max_pool_connections=32, retries={"mode": "standard"}))
+
+    def size(self, obj: ObjectUri) -> int:
+        try:
+            return int(self.client().head_object(Bucket=obj.container, Key=obj.key)["ContentLength"])
+        except Exception as exc:
+            raise self._guard(exc, obj, "read") from None
+
+    def stream(self, obj: ObjectUri):
+        try:
+            body = self.client().get_object(Bucket=obj.container, Key=obj.key)["Body"]
+            try:
+                while chunk := body.read(CHUNK):
+                    yield chunk
+            finally:
+                body.close()
+        except Exception as exc:
+            raise self._guard(exc, obj, "read") from None
+
+    def read_typed(self, obj: ObjectUri) -> tuple[bytes, str]:
+        try:
+            response = self.client().get_object(Bucket=obj.container, Key=obj.key)
+            return response["Body"].read(), response.get("ContentType", "")
+        except Exception as exc:
+            raise self._guard(exc, obj, "read") from None
+
+    def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
+        try:
+            self.client().put_object(Bucket=obj.container, Key=obj.key, Body=data, ContentType=content_type)
+        except Exception as exc:
+            raise self._guard(exc, obj, "write") from None
+
+    def exists(self, obj: ObjectUri) -> bool:
+        try:
+            self.client().head_object(Bucket=obj.container, Key=obj.key)
+            return True
+        except Exception as exc:
+            error = self._guard(exc, obj, "check")
+            if isinstance(error, NotFound):
+                return False
+            raise error from None
+
+    def list(self, obj: ObjectUri, page_size: int) -> Iterator[tuple[str, int, datetime | None]]:
+        try:
+            pages = self.client().get_paginator("list_objects_v2").paginate(
+                Bucket=obj.container, Prefix=obj.key, PaginationConfig={"PageSize": page_size})
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield item["Key"], int(item["Size"]), item.get("LastModified")
+        except Exception as exc:
+            raise self._guard(exc, obj, "list") from None
+
+    @staticmethod
+    def _translate(exc: Exception, obj: ObjectUri, verb: str) -> Exception:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotFound(f"object {obj} does not exist")
+        if code == "NoSuchBucket":
+            return NotFound(f"bucket {obj.container!r} of {obj} does not exist")
+        return StorageError(f"cannot {verb} {obj}: {code or type(exc).__name__}")
+
+
+class GCSBackend(Backend):
+    def _make_client(self):
+        from google.cloud import storage
+
+        # With STORAGE_EMULATOR_HOST set the client talks to the emulator with anonymous credentials.
+        return storage.Client()
+
+    def _blob(self, obj: ObjectUri):
+        return self.client().bucket(obj.container).blob(obj.key)
+
+    def size(self, obj: ObjectUri) -> int:
+        try:
+            blob = self.client().bucket(obj.container).get_blob(obj.key)
+        except Exception as exc:
+            raise self._guard(exc, obj, "read") from None
+        if blob is None:
+            raise NotFound(f"object {obj} does not exist")
+        return int(blob.size or 0)
+
+    def stream(self, obj: ObjectUri):
+        try:
+            with self._blob(obj).open("rb", chunk_size=CHUNK) as fh:
+                while chunk := fh.read(CHUNK):
+                    yield chunk
+        except Exception as exc:
+            raise self._guard(exc, obj, "read") from None
+
+    def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
+        try:
+            self._blob(obj).upload_from_string(data, content_type=content_type)
+        except Exception as exc:
+            raise self._guard(exc, obj, "write") from None
+
+    def exists(self, obj: ObjectUri) -> bool:
+        try:
+            return self._blob(obj).exists()
+        except Exception as exc:
+            raise self._guard(exc, obj, "check") from None
+
+    def list(self, obj: ObjectUri, page_size: int) -> Iterator[tuple[str, int, datetime | None]]:
+        try:
+            for blob in self.client().list_blobs(obj.container, prefix=obj.key or None, page_size=page_size):
+                yield blob.name, int(blob.size or 0), blob.updated
+        except Exception as exc:
+            raise self._guard(exc, obj, "list") from None
+
+    @staticmethod
+    def _translate(exc: Exception, obj: ObjectUri, verb: str) -> Exception:
+        if getattr(exc, "code", None) == 404:
+            return NotFound(f"object {obj} does not exist")
+        return StorageError(f"cannot {verb} {obj}: {type(exc).__name__}")
+
+
+class AzureBackend(Backend):
+    def __init__(self, connection: str):
+        super().__init__()
+        self.connection = connection
+
+    def _make_client(self):
+        from azure.storage.blob import BlobServiceClient
+
+        if not self.connection:
+            raise StorageError(f"Azure Blob access needs a connection string in {' or '.join(AZURE_CONNECTION_ENV)}")
+        return BlobServiceClient.from_connection_string(self.connection)
+
+    def _blob(self, obj: ObjectUri):
+        return self.client().get_blob_client(obj.container, obj.key)
+
+    def size(self, obj: ObjectUri) -> int:
+        try:
+            return int(self._blob(obj).get_blob_properties().size)
+        except Exception as exc:
+            raise self._guard(exc, obj, "read") from None
+
+    def stream(self, obj: ObjectUri):
+        try:
+            yield from self._blob(obj).download_blob().chunks()
+        except Exception as exc:
+            raise self._guard(exc, obj, "read") from None
+
+    def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
+        from azure.storage.blob import ContentSettings
+
+        try:
+            self._blob(obj).upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
+        except Exception as exc:
+            raise self._guard(exc, obj, "write") from None
+
+    def exists(self, obj: ObjectUri) -> bool:
+        try:
+            return self._blob(obj).exists()
+        except Exception as exc:
+            raise self._guard(exc, obj, "check") from None
+
+    def list(self, obj: ObjectUri, page_size: int) -> Iterator[tuple[str, int, datetime | None]]:
+        try:
+            container = self.client().get_container_client(obj.container)
+            for blob in container.list_blobs(name_starts_with=obj.key or None, results_per_page=page_size):
+                yield blob.name, int(blob.size or 0), blob.last_modified
+        except Exception as exc:
+            raise self._guard(exc, obj, "list") from None
+
+    @staticmethod
+    def _translate(exc: Exception, obj: ObjectUri, verb: str) -> Exception:
+        if getattr(exc, "status_code", None) == 404:
+            return NotFound(f"object {obj} does not exist")
+        return StorageError(f"cannot {verb} {obj}: {getattr(exc, 'error_code', None) or type(exc).__name__}")
