@@ -10,12 +10,13 @@ from tests.bundle.builds import write_text_artifact
 from tests.endpoint.conftest import function_app
 
 BODY = {"model": "words", "input": ["hello world", "world"]}
+PATIENT = {"endpoint_read_timeout_s": 10.0, "endpoint_deadline_s": 20.0}  # a first text run on a busy machine takes a while
 
 
 def test_embeddings_from_the_endpoint_count_tokens_here(tmp_path, endpoint):
     folder = write_text_artifact(tmp_path / "words", task="embedding")
     server = endpoint(folder)
-    app = function_app(folder, server.url, placement="endpoint", fallback="off")
+    app = function_app(folder, server.url, placement="endpoint", fallback="off", **PATIENT)
     model = app.plane.repository.get("words")
     assert model.manifest.placement == "endpoint" and model.fallback is None and model.text is not None
     client = Client(app)
@@ -35,7 +36,7 @@ def test_embeddings_from_the_endpoint_count_tokens_here(tmp_path, endpoint):
 def test_a_degraded_answer_says_so(tmp_path, endpoint):
     folder = write_text_artifact(tmp_path / "words", task="embedding")
     server = endpoint(folder)
-    app = function_app(folder, server.url, placement="endpoint")  # forced: its own model is the fallback
+    app = function_app(folder, server.url, placement="endpoint", **PATIENT)  # forced: its own model is the fallback
     server.faults.mode = "5xx"
     doc = Client(app).post("/v1/embeddings", json=BODY).json
     assert [d["embedding"] for d in doc["data"]] == [[2.5], [1.5]]
