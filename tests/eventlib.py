@@ -3,7 +3,7 @@
     load_event("apigw-v2-post-json", path="/v2/models/tiny/versions/1/infer", body={"inputs": [...]})
 
 Only the fields API Gateway itself would change together are touched: a new path moves `rawPath`,
-`requestContext.http.path`, `routeKey` and `pathParameters`; a new body sets `body`, `isBase64Encoded`
+`requestContext.http.path`, `routeKey` and `pathParameters` (under /v2 or /v1, serverless.yml's routes); a new body sets `body`, `isBase64Encoded`
 and `content-length` (bytes travel base64-encoded, as HTTP APIs send binary bodies); headers are
 lower-cased, as HTTP APIs deliver them.
 """
@@ -46,10 +46,11 @@ def load_event(
         http["method"] = method
     if path is not None:
         event["rawPath"] = http["path"] = path
-        route = "GET /v2" if path == "/v2" else "ANY /v2/{proxy+}"
+        prefix = "/v1" if path.startswith("/v1/") else "/v2"  # serverless.yml's two proxy routes
+        route = "GET /v2" if path == "/v2" else f"ANY {prefix}/{{proxy+}}"
         event["routeKey"] = event["requestContext"]["routeKey"] = route
-        if path.startswith("/v2/"):
-            event["pathParameters"] = {"proxy": path.removeprefix("/v2/")}
+        if path.startswith(prefix + "/"):
+            event["pathParameters"] = {"proxy": path.removeprefix(prefix + "/")}
         else:
             event.pop("pathParameters", None)
     if query is not None:

@@ -1,6 +1,7 @@
-"""Azure Functions adapter (Python v2 programming model): one `app`, three triggers over the shared runtime.
+"""Azure Functions adapter (Python v2 programming model): one `app`, four functions over the shared runtime.
 
     http      route v2/{*route}; host.json's routePrefix "" keeps the paths /v2/... (not /api/v2/...)
+    openai    route v1/{*route}: the same app's OpenAI-compatible embeddings (/v1/embeddings, /v1/models)
     on_blob   a new blob under %SLIMSERVE_INPUT_CONTAINER% -> the batch core, the blob's bytes inline
     on_queue  a message on %SLIMSERVE_INPUT_QUEUE% -> the batch core (what a message may be: shared/batch/azure.py)
 
@@ -32,11 +33,20 @@ inputs = events.input_prefixes(runtime.settings)
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
-@app.route(route="v2/{*route}", auth_level=func.AuthLevel.FUNCTION)
-def http(req: func.HttpRequest) -> func.HttpResponse:
+def _answer(req: func.HttpRequest) -> func.HttpResponse:
     # Not func.WsgiMiddleware: it turns every 5xx into a bare host 500, losing our {"error"} and Retry-After.
     answer = bridge.call(runtime.app, req.method, req.url, req.headers, req.get_body())
     return func.HttpResponse(answer.get_data(), status_code=answer.status_code, headers=dict(answer.headers), mimetype=answer.mimetype)
+
+
+@app.route(route="v2/{*route}", auth_level=func.AuthLevel.FUNCTION)
+def http(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer(req)
+
+
+@app.route(route="v1/{*route}", auth_level=func.AuthLevel.FUNCTION)
+def openai(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer(req)
 
 
 @app.blob_trigger(arg_name="blob", path="%SLIMSERVE_INPUT_CONTAINER%/{name}", connection=STORAGE)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Deploy slimserve on Azure Functions (Linux, Python 3.12, Consumption plan) from an app root built by
 #   slimserve bundle ARTIFACT --target azure-functions --out dist/azure
-# One function app: `http` (OIP v2 at /v2/..., function key), `on_blob` (new blobs in the input container),
-# `on_queue` (messages on the input queue); results under SLIMSERVE_OUTPUT in the app's storage account.
+# One function app: `http` (OIP v2 at /v2/..., function key), `openai` (/v1/embeddings, /v1/models, its own
+# function key), `on_blob` (new blobs in the input container), `on_queue` (messages on the input queue);
+# results under SLIMSERVE_OUTPUT in the app's storage account.
 #
 #   RESOURCE_GROUP=rg APP=slimserve-app STORAGE_ACCOUNT=slimservesa infra/azure/deploy.sh dist/azure
 #
@@ -57,5 +58,6 @@ az functionapp config appsettings set --name "$APP" --resource-group "$RESOURCE_
 (cd "$APP_ROOT" && func azure functionapp publish "$APP" --python)
 
 # The function key is a secret: fetch it where it is needed rather than printing it into a CI log.
-echo "https://$APP.azurewebsites.net  (key: az functionapp function keys list -g $RESOURCE_GROUP -n $APP --function-name http)"
+echo "https://$APP.azurewebsites.net  (key: az functionapp function keys list -g $RESOURCE_GROUP -n $APP --function-name http;"
+echo "  /v1: --function-name openai, or a host key for both: az functionapp keys list -g $RESOURCE_GROUP -n $APP)"
 echo "slimserve invoke https://$APP.azurewebsites.net MODEL --api-key-header x-functions-key --api-key \"\$KEY\" ..."

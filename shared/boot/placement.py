@@ -29,7 +29,7 @@ from shared.remote.breaker import CircuitBreaker
 from shared.remote.model import RemoteModel, RetryPolicy
 from shared.remote.transports import make_transport
 from shared.serving.interface import ServedModel
-from shared.serving.local import LocalModel
+from shared.serving.local import LocalModel, text_encoder
 from shared.storage import Storage
 
 log = logging.getLogger("slimserve")
@@ -60,6 +60,7 @@ def load_model(folder: str | Path, settings: Settings, storage: Storage | None =
         fallback=fallback,
         max_sync_bytes=settings.endpoint_max_sync_bytes,
         deferrer=deferrer,
+        text=None if fallback else text_encoder(artifact),  # a fallback brings its own
     )
     local = fallback.manifest.model_file if fallback else "none"
     log.info("model %s version %s placed on endpoint %s; local fallback: %s", model.name, model.version, transport.name, local)

@@ -4,6 +4,8 @@ Routes only parse and serialise; every decision lives in `DataPlane`. Every erro
 `{"error": ...}` through `to_status_and_body`, so no client input reaches a 500 or a traceback.
 Around every route: the API key check when one is configured (shared/http/auth.py), the request id echoed in
 `x-request-id`, one access-log line and the metrics (shared/http/observe.py, shared/http/metrics.py).
+The OpenAI-compatible embeddings (/v1, shared/http/openai_api.py) are routes of this app like the others;
+only their error bodies take OpenAI's shape.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from werkzeug.wrappers import Request, Response
 
 from shared.config import Settings
 from shared.errors import Deferred, MalformedRequest, MethodNotAllowed, NotFound, PayloadTooLarge, SlimserveError, to_status_and_body
-from shared.http import metrics, openapi, sagemaker
+from shared.http import metrics, openai_api, openapi, sagemaker
 from shared.http.auth import ApiKeys
-from shared.http.observe import Observer, request_id
+from shared.http.observe import MODEL_KEY, Observer, request_id
 from shared.http.sagemaker_runtime import RuntimeStandIn
 from shared.protocol import jsontext
 from shared.protocol.codec import header_length_from_content_type
@@ -52,6 +54,7 @@ def _rules(sagemaker_runtime: bool) -> list[Rule]:
             Rule(base + "/infer", endpoint="infer", methods=["POST"]),  # POST never gets here; other methods: 405
             Rule(base + "/async/<inference_id>", endpoint="poll", methods=["GET"]),
         ]
+    rules += openai_api.rules()  # /v1: OpenAI-compatible embeddings
     # The SageMaker container contract; for local boto3 clients, when asked, the runtime API in front of it.
     return rules + sagemaker.rules() + (RuntimeStandIn.rules() if sagemaker_runtime else [])
 
@@ -60,8 +63,10 @@ def json_response(doc: dict, status: int = 200) -> Response:
     return Response(jsontext.dumps(doc), status=status, mimetype="application/json")
 
 
-def error_response(exc: BaseException) -> Response:
+def error_response(exc: BaseException, path: str = "") -> Response:
     status, body = to_status_and_body(exc)
+    if openai_api.is_openai_path(path):  # OpenAI's clients read {"error": {"message": ...}}
+        body = openai_api.error_body(status, body["error"])
     response = json_response(body, status)
     if isinstance(exc, SlimserveError):
         response.headers.update(exc.headers())
@@ -80,6 +85,7 @@ class InferenceApp:
         self._label_cache: dict[tuple, tuple[str, str]] = {}
         self.url_map = Map(_rules(sagemaker_runtime), strict_slashes=False, merge_slashes=False)
         self.stand_in = RuntimeStandIn(plane, settings, storage, self._read_body) if sagemaker_runtime else None
+        self.openai = openai_api.OpenAIRoutes(plane, self._read_body)
         self._views: dict[str, Callable[..., Response]] = {
             "server_metadata": lambda req: json_response(self.plane.server_metadata()),
             "live": lambda req: json_response({"live": True}),
@@ -95,6 +101,7 @@ class InferenceApp:
             "sm_runtime_invoke_async": lambda req, endpoint_name: self.stand_in.invoke_async(req, endpoint_name),
             "openapi": self._openapi_document,
             "metrics": lambda req: Response(self.metrics.render(), mimetype=metrics.CONTENT_TYPE),
+            **self.openai.views(),
         }
 
     @property
@@ -136,13 +143,13 @@ class InferenceApp:
             endpoint, args = self.url_map.bind_to_environ(environ).match()
             response = self._views[endpoint](request, **args)
         except HTTPException as exc:
-            response = error_response(_from_werkzeug(exc, request))
+            response = error_response(_from_werkzeug(exc, request), request.path)
             if isinstance(exc, WerkzeugMethodNotAllowed) and exc.valid_methods:
                 response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
         except Exception as exc:
             response = self._exception_response(exc, request.method, request.path)
         body, status, headers = response.get_wsgi_response(environ)
-        return status, headers, body, (args.get("name"), args.get("version")) if "name" in args else None
+        return status, headers, body, (args.get("name"), args.get("version")) if "name" in args else environ.get(MODEL_KEY)
 
     def _labels(self, environ: dict, target: tuple | None) -> tuple[str, str]:
         """The served model a request was for, or ("", ""): metric labels never hold unknown names."""
@@ -176,7 +183,7 @@ class InferenceApp:
             return response
         if not isinstance(exc, SlimserveError):  # a bug of ours: log it whole, tell the client nothing internal
             log.exception("unhandled error on %s %s", method, path)
-        return error_response(exc)
+        return error_response(exc, path)
 
     # --- views -----------------------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ from shared.http.metrics import Metrics
 access_log = logging.getLogger("slimserve.access")
 _TOKEN = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")  # fullmatch: `$` would let a trailing newline through
 _RECORD_FIELDS = ("request_id", "method", "path", "status", "model", "version", "duration_ms", "pid")
+# A view whose model is named in the body, not the path (/v1/embeddings), leaves (name, version) here.
+MODEL_KEY = "slimserve.model"
 
 
 def request_id(environ: dict) -> str:

@@ -1,9 +1,10 @@
 """`GET /v2/openapi.json`: the routes this server answers, their bodies and their errors, from one source.
 
 Open Inference Protocol v2 (KServe's REST spec, whose schemas these follow), the SageMaker container
-contract (`/ping`, `/invocations`), `/metrics` and this document. The SageMaker *runtime* API emulation
+contract (`/ping`, `/invocations`), the OpenAI-compatible embeddings (`/v1/...`), `/metrics` and this document. The SageMaker *runtime* API emulation
 (`/endpoints/...`) is left out: it answers in AWS's shapes for boto3, a local stand-in, not this API.
-Every error is the one `{"error": "..."}` shape; every response carries `x-request-id`.
+Every error is the one `{"error": "..."}` shape (OpenAI's `{"error": {"message": ...}}` under /v1); every
+response carries `x-request-id`.
 Examples come from the models served, so a reader (or schemathesis) can send a request that works.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from shared.protocol.datatypes import OIP_TO_NUMPY
 from shared.artifact.manifest import NAME_PATTERN, VERSION_PATTERN
+from shared.http.openai_api import embedding_output
 
 _JSON, _OCTET, _NPY = "application/json", "application/octet-stream", "application/x-npy"
 _BINARY_JSON = "application/vnd.sagemaker-triton.binary+json"
@@ -30,6 +32,13 @@ def _errors(*codes: int) -> dict:
 
 _HEADERS = {"x-request-id": {"description": "The request's id: the caller's x-request-id, else a new one", "required": True, "schema": {"type": "string"}}}
 _AUTH = (401,)
+
+
+def _openai_errors(*codes: int) -> dict:
+    reasons = {400: "Not a valid embeddings request (the message says which field and why)", 401: "No API key, or a wrong one",
+               404: "Unknown model, or not a text embedding model (the message lists those served)",
+               413: "Over a request limit (the message names the setting)", 503: "The remote endpoint is unavailable (see Retry-After)"}  # fmt: skip
+    return {str(c): {"description": reasons[c], "headers": _HEADERS, "content": {_JSON: {"schema": _ref("OpenAIError")}}} for c in codes}
 
 
 def _ok(schema: dict | None, description: str = "OK", media: str = _JSON, extra: dict | None = None) -> dict:
@@ -73,10 +82,59 @@ def _schemas() -> dict:
                                             "outputs": {"type": "array", "items": _ref("RequestOutput")}}},  # fmt: skip
         "ResponseOutput": {"type": "object", "required": ["name", "datatype", "shape"],
                            "properties": {"name": {"type": "string"}, "datatype": datatype, "shape": shape, "data": data, "parameters": parameters}},  # fmt: skip
+        **_openai_schemas(),
         "InferenceResponse": {"type": "object", "required": ["model_name", "outputs"],
                               "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
                                              "parameters": parameters, "outputs": {"type": "array", "items": _ref("ResponseOutput")}}},  # fmt: skip
     }
+
+
+def _openai_schemas() -> dict:
+    vector = {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}]}}
+    card = {"type": "object", "required": ["id", "object", "created", "owned_by"],
+            "properties": {"id": {"type": "string"}, "object": {"type": "string", "enum": ["model"]}, "created": {"type": "integer"}, "owned_by": {"type": "string"}}}  # fmt: skip
+    return {
+        "OpenAIError": {"type": "object", "required": ["error"],
+                        "properties": {"error": {"type": "object", "required": ["message", "type"],
+                                                 "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                                                                "param": {"type": "string", "nullable": True}, "code": {"type": "string", "nullable": True}}}}},  # fmt: skip
+        "EmbeddingRequest": {"type": "object", "required": ["model", "input"],
+                             "properties": {"model": {"type": "string", "description": "NAME or NAME/VERSION of a served text embedding model"},
+                                            "input": {"oneOf": [{"type": "string", "minLength": 1},
+                                                                {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}]},
+                                            "encoding_format": {"type": "string", "enum": ["float", "base64"], "default": "float"},
+                                            "dimensions": {"type": "integer", "minimum": 1, "description": "only the model's own width"},
+                                            "user": {"type": "string", "description": "ignored"}}},  # fmt: skip
+        "Embedding": {"type": "object", "required": ["object", "index", "embedding"],
+                      "properties": {"object": {"type": "string", "enum": ["embedding"]}, "index": {"type": "integer"},
+                                     "embedding": {"oneOf": [vector, {"type": "string", "description": "base64 of little-endian float32"}]}}},  # fmt: skip
+        "EmbeddingList": {"type": "object", "required": ["object", "data", "model", "usage"],
+                          "properties": {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": _ref("Embedding")},
+                                         "model": {"type": "string"}, "parameters": {"type": "object", "additionalProperties": True},
+                                         "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
+                                                   "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}},  # fmt: skip
+        "OpenAIModel": card,
+        "OpenAIModelList": {"type": "object", "required": ["object", "data"],
+                            "properties": {"object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": _ref("OpenAIModel")}}},  # fmt: skip
+    }
+
+
+def _openai_paths(models: list, auth_errors: tuple) -> dict:
+    embedding = [m for m in models if embedding_output(m) is not None]
+    body = {"required": True, "content": {_JSON: {"schema": _ref("EmbeddingRequest")}}}
+    if embedding:
+        body["content"][_JSON]["examples"] = {m.name: {"value": {"model": m.name, "input": ["text"]}} for m in embedding}
+    model_id = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    if embedding:
+        model_id["examples"] = {m.name: {"value": m.name} for m in embedding}
+    return {
+        "/v1/embeddings": {"post": {"summary": "OpenAI-compatible embeddings of texts (task: embedding text models)", "requestBody": body,
+                                    "responses": {**_ok(_ref("EmbeddingList")), **_openai_errors(400, *auth_errors, 404, 413, 503)}}},
+        "/v1/models": {"get": {"summary": "The text embedding models served (OpenAI's model list)",
+                               "responses": {**_ok(_ref("OpenAIModelList")), **_openai_errors(*auth_errors)}}},
+        "/v1/models/{model_id}": {"get": {"summary": "One of them (NAME or NAME/VERSION)", "parameters": [model_id],
+                                          "responses": {**_ok(_ref("OpenAIModel")), **_openai_errors(400, *auth_errors, 404)}}},
+    }  # fmt: skip
 
 
 def _example_request(model) -> dict:
@@ -137,10 +195,11 @@ def build(repository, auth: bool) -> dict:
         "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)",
                              "responses": {**_ok({"type": "string"}, media="text/plain"), **_errors(*auth_errors)}}},  # fmt: skip
         "/v2/openapi.json": {"get": {"summary": "This document", "responses": {**_ok({"type": "object"}), **_errors(*auth_errors)}}},
+        **_openai_paths(models, auth_errors),
     }
     doc = {
         "openapi": "3.0.3",
-        "info": {"title": "slimserve", "version": "2", "description": "Open Inference Protocol v2 and the SageMaker container contract over onnxruntime."},
+        "info": {"title": "slimserve", "version": "2", "description": "Open Inference Protocol v2, the SageMaker container contract and OpenAI-compatible embeddings over onnxruntime."},
         "paths": paths,
         "components": {"schemas": _schemas()},
     }

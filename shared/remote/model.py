@@ -33,6 +33,7 @@ from shared.remote.breaker import CircuitBreaker
 from shared.remote.transports import EndpointFailure, EndpointRejected, Reply, Transport
 from shared.serving.interface import Described
 from shared.serving.local import LocalModel
+from shared.serving.text import TextEncoder
 
 log = logging.getLogger("slimserve")
 
@@ -109,8 +110,10 @@ class RemoteModel(Described):
         deferrer: AsyncInvoker | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        text: TextEncoder | None = None,
     ):
         self.manifest = manifest
+        self.text = text or (fallback.text if fallback else None)  # counts tokens here; the endpoint tokenizes its own
         self.transport = transport
         self.breaker = breaker
         self.policy = policy

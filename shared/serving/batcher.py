@@ -34,6 +34,7 @@ import numpy as np
 from shared.serving.interface import Described
 from shared.serving.local import LocalModel
 from shared.serving.repository import ModelRepository
+from shared.serving.text import TextEncoder
 
 log = logging.getLogger("slimserve")
 
@@ -66,6 +67,10 @@ class BatchingModel(Described):
     @property
     def provider(self) -> str:
         return self.model.provider
+
+    @property
+    def text(self) -> TextEncoder | None:
+        return self.model.text
 
     def poll(self, inference_id: str):
         return self.model.poll(inference_id)

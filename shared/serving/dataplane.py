@@ -151,6 +151,12 @@ class DataPlane:
         outputs, parameters = self.run(model, request.inputs, may_defer=may_defer)
         return self.respond(model, request, outputs, parameters)
 
+    def tokens_fed(self, model: ServedModel, texts: np.ndarray) -> list[int]:
+        """How many tokens each text reaches a text model as, by its own tokenizer (after truncation)."""
+        if model.text is None:
+            raise InvalidTensor(f"model {model.name!r} takes no text: it has no tokenizer to count tokens with")
+        return model.text.lengths(texts)
+
     def infer_bytes(self, name: str, version: str | None, body: bytes, header_length: str | None) -> tuple[bytes, dict]:
         """The HTTP infer route: body in, body and headers out (a large request to an endpoint may defer)."""
         model = self.repository.get(name, version)

@@ -15,11 +15,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from shared.artifact.manifest import Manifest, TensorSpec
+from shared.serving.text import TextEncoder
 
 
 @runtime_checkable
 class ServedModel(Protocol):
     manifest: Manifest
+    text: TextEncoder | None  # text models: the tokenizer their BYTES input goes through (it counts tokens too)
 
     @property
     def name(self) -> str: ...

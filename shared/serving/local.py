@@ -57,7 +57,7 @@ class LocalModel(Described):
         chosen = choose_providers(providers)
         path = inflate.model_path(artifact, cache_dir)  # the file itself, or its inflated copy when it ships compressed
         session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=chosen)
-        model = cls(manifest=artifact.manifest, session=session, text=_text_encoder(artifact))
+        model = cls(manifest=artifact.manifest, session=session, text=text_encoder(artifact))
         missing = [o.name for o in artifact.manifest.outputs if o.name not in model.graph_outputs()]
         if missing:
             raise ArtifactError(f"{artifact.folder}: {artifact.manifest.model_file} lacks output(s) {', '.join(missing)} of the signature")
@@ -93,7 +93,8 @@ class LocalModel(Described):
         raise NotFound(f"model {self.name!r} runs in this function and takes no asynchronous requests")
 
 
-def _text_encoder(artifact: Artifact) -> TextEncoder | None:
+def text_encoder(artifact: Artifact) -> TextEncoder | None:
+    """The artifact's tokenizer when it is a text model (manifest `extra.text`), else None."""
     config = TextConfig.from_extra(artifact.manifest.extra)
     if config is None:
         return None

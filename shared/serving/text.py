@@ -97,13 +97,20 @@ class TextEncoder:
 
     def encode(self, texts: np.ndarray | Iterable[str | bytes]) -> dict[str, np.ndarray]:
         """int64 feeds for the graph, one row per text, padded to the longest text given."""
-        items = texts.reshape(-1).tolist() if isinstance(texts, np.ndarray) else list(texts)
-        strings = [_as_str(item, self.config.input, i) for i, item in enumerate(items)]
+        strings = self._strings(texts)
         encodings = self._tokenizer.encode_batch(strings)
         return {
             name: np.array([getattr(e, field) for e in encodings], dtype=np.int64).reshape(len(strings), -1)
             for name, field in self.config.feeds
         }
+
+    def lengths(self, texts: np.ndarray | Iterable[str | bytes]) -> list[int]:
+        """Tokens each text reaches the graph as: truncated to `max_length`, special tokens in, padding out."""
+        return [sum(e.attention_mask) for e in self._tokenizer.encode_batch(self._strings(texts))]
+
+    def _strings(self, texts: np.ndarray | Iterable[str | bytes]) -> list[str]:
+        items = texts.reshape(-1).tolist() if isinstance(texts, np.ndarray) else list(texts)
+        return [_as_str(item, self.config.input, i) for i, item in enumerate(items)]
 
 
 def _as_str(item, name: str, index: int) -> str:

@@ -42,9 +42,10 @@ def tiny_lambda_bundle() -> tuple[Path, dict]:
     return out, report
 
 
-def write_text_artifact(folder: Path) -> Path:
+def write_text_artifact(folder: Path, task: str = "regression") -> Path:
     """A text model in miniature: a word-level tokenizer.json (built with `tokenizers`) and a graph that
-    averages the token ids, so an answer shows the tokenizer ran: "hello world" -> ids [2, 3] -> 2.5."""
+    averages the token ids, so an answer shows the tokenizer ran: "hello world" -> ids [2, 3] -> 2.5.
+    `task="embedding"`: the same answer as a one-dimensional embedding (what /v1/embeddings serves)."""
     import onnx
     from onnx import TensorProto, helper
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -69,7 +70,7 @@ def write_text_artifact(folder: Path) -> Path:
     manifest = Manifest(
         name="words",
         version="1",
-        task="regression",
+        task=task,
         model_file="model.onnx",
         files=file_entries(folder, ["model.onnx", "tokenizer.json"]),
         inputs=(TensorSpec("text", "BYTES", (-1,)),),

@@ -116,7 +116,8 @@ def test_adapter_exposes_its_entry_points_and_no_other_platform(adapter, artifac
     if adapter.platform == "azure":
         assert info["is_function_app"]
         triggers = {name: bindings[0] for name, bindings in info["functions"].items()}
-        assert {name: t["type"] for name, t in triggers.items()} == {"http": "httpTrigger", "on_blob": "blobTrigger", "on_queue": "queueTrigger"}
+        assert {name: t["type"] for name, t in triggers.items()} == {"http": "httpTrigger", "openai": "httpTrigger", "on_blob": "blobTrigger", "on_queue": "queueTrigger"}
         assert triggers["http"]["route"] == "v2/{*route}" and "function" in triggers["http"]["authLevel"].lower()
+        assert triggers["openai"]["route"] == "v1/{*route}" and "function" in triggers["openai"]["authLevel"].lower()
         assert triggers["on_queue"]["queueName"] == "%SLIMSERVE_INPUT_QUEUE%"
         assert triggers["on_blob"]["path"] == "%SLIMSERVE_INPUT_CONTAINER%/{name}"

@@ -21,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.bundle.builds import write_text_artifact
 from tests.conftest import RunningServer
 from tests.hardening.models import write_echo_artifact
 from tests.helpers import write_tiny_artifact
@@ -35,7 +36,8 @@ MINIMUM_TOTAL = 500
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
-    running = RunningServer([write_tiny_artifact(folder / "tiny"), write_echo_artifact(folder / "echo")],
+    words = write_text_artifact(folder / "words", task="embedding")  # /v1/embeddings answers too, not only errs
+    running = RunningServer([write_tiny_artifact(folder / "tiny"), write_echo_artifact(folder / "echo"), words],
                             env={"SLIMSERVE_API_KEY": KEY, "SLIMSERVE_WORKERS": "2", "SLIMSERVE_LOG_LEVEL": "WARNING"})  # fmt: skip
     yield running
     code, output = running.stop()
@@ -47,7 +49,7 @@ def test_the_spec_is_served_and_describes_every_route(server):
     doc = json.load(urllib.request.urlopen(request))
     assert doc["openapi"].startswith("3.0")
     assert {"/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer",
-            "/ping", "/invocations", "/metrics", "/v2/openapi.json"} <= set(doc["paths"])  # fmt: skip
+            "/ping", "/invocations", "/metrics", "/v2/openapi.json", "/v1/embeddings", "/v1/models", "/v1/models/{model_id}"} <= set(doc["paths"])  # fmt: skip
     assert doc["components"]["schemas"]["Error"]["required"] == ["error"]
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from shared.client import InferenceClient
+from tests.bundle.builds import write_text_artifact
 from tests.conftest import ROOT, free_port, wait_for_http
 from tests.helpers import write_tiny_artifact
 from tests.tools import need
@@ -27,12 +28,14 @@ def _serverless_offline():
 
 @pytest.fixture(scope="module")
 def offline(tmp_path_factory):
-    artifact = write_tiny_artifact(tmp_path_factory.mktemp("offline") / "tiny")
+    folder = tmp_path_factory.mktemp("offline")
+    artifact = write_tiny_artifact(folder / "tiny")
+    words = write_text_artifact(folder / "words", task="embedding")  # for /v1/embeddings
     port = free_port()
     env = {
         **os.environ,
         "VIRTUAL_ENV": sys.prefix,  # serverless-offline puts its bin/ first on PATH for `python3`
-        "SLIMSERVE_ARTIFACT": str(artifact),
+        "SLIMSERVE_ARTIFACT": f"{artifact},{words}",
         "OFFLINE_HTTP_PORT": str(port),
         "OFFLINE_LAMBDA_PORT": str(free_port()),
         "PYTHONPATH": str(ROOT),
@@ -71,3 +74,15 @@ def test_offline_passes_errors_through(offline):
     url, _ = offline
     with pytest.raises(InvokeError, match="404 Not Found: unknown model 'nope'"):
         InferenceClient(url).infer("nope", {"input": np.zeros((1, 4), np.float32)})
+
+
+def test_offline_routes_v1_to_the_openai_compatible_embeddings(offline):
+    import openai
+
+    url, _ = offline
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="a-jwt", max_retries=0)  # noAuth: the authorizer is not emulated
+    assert [m.id for m in client.models.list()] == ["words"]
+    answer = client.embeddings.create(model="words", input=["hello world", "world"])
+    assert [d.embedding for d in answer.data] == [[2.5], [1.5]] and answer.usage.total_tokens == 3
+    with pytest.raises(openai.BadRequestError, match="'dimensions' is 4"):
+        client.embeddings.create(model="words", input="hello", dimensions=4)

@@ -85,7 +85,7 @@ def test_cloudformation_declares_the_function_and_its_routes(packaged):
     assert function["Timeout"] < 30  # under API Gateway's 30 s
     assert function["Environment"]["Variables"]["SLIMSERVE_ARTIFACT"] == "/var/task/artifact"
     routes = {r["Properties"]["RouteKey"] for r in resources if r["Type"] == "AWS::ApiGatewayV2::Route"}
-    assert routes == {"GET /v2", "ANY /v2/{proxy+}"}
+    assert routes == {"GET /v2", "ANY /v2/{proxy+}", "ANY /v1/{proxy+}"}
     (integration,) = [r["Properties"] for r in resources if r["Type"] == "AWS::ApiGatewayV2::Integration"]
     assert (integration["IntegrationType"], integration["PayloadFormatVersion"]) == ("AWS_PROXY", "2.0")
 

@@ -48,6 +48,6 @@ def test_worker_loads_the_app_root_and_serves_its_artifact(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["status"] == 200 and out["body"]["name"] == "tiny"
-    assert out["functions"] == ["http", "on_blob", "on_queue"]
+    assert out["functions"] == ["http", "on_blob", "on_queue", "openai"]
     assert all(path.startswith(str(root)) for path in out["files"]), out["files"]
     assert json.loads((root / "host.json").read_text())["extensions"]["http"]["routePrefix"] == ""

@@ -116,7 +116,32 @@ def test_unavailable_endpoint_answers_503_with_retry_after_not_a_bare_500(load_f
 
 
 def test_the_http_function_needs_a_function_key(load_function_app, artifact):
-    """Read off the FunctionApp the host indexes: the one HTTP trigger asks for a function key."""
+    """Read off the FunctionApp the host indexes: every HTTP trigger asks for a function key."""
     module, _ = load_function_app(SLIMSERVE_ARTIFACT=str(artifact))
     http = {name: t for name, t in module.indexed_triggers.items() if type(t).__name__ == "HttpTrigger"}
-    assert list(http) == ["http"] and http["http"].auth_level == func.AuthLevel.FUNCTION
+    assert sorted(http) == ["http", "openai"] and all(t.auth_level == func.AuthLevel.FUNCTION for t in http.values())
+
+
+def test_openai_embeddings_through_the_openai_function(load_function_app, tmp_path):
+    """OpenAI's client, its requests handed to the `openai` function (route v1/{*route}) as the host builds them."""
+    import httpx2
+    import openai
+
+    from tests.bundle.builds import write_text_artifact
+
+    _, functions = load_function_app(SLIMSERVE_ARTIFACT=str(write_text_artifact(tmp_path / "words", task="embedding")))
+
+    def send(req: httpx2.Request) -> httpx2.Response:
+        path = req.url.path
+        call = func.HttpRequest(req.method, f"{HOST}{path}", headers=dict(req.headers), params={},
+                                route_params={"route": path.removeprefix("/v1/")}, body=req.content)  # fmt: skip
+        response = functions["openai"](call)
+        return httpx2.Response(response.status_code, headers=dict(response.headers), content=response.get_body())
+
+    client = openai.OpenAI(base_url=f"{HOST}/v1", api_key="unused", default_headers={"x-functions-key": "function-key"},
+                           http_client=httpx2.Client(transport=httpx2.MockTransport(send)), max_retries=0)  # fmt: skip
+    assert [m.id for m in client.models.list()] == ["words"]
+    answer = client.embeddings.create(model="words", input=["hello world", "world"], encoding_format="float")
+    assert [d.embedding for d in answer.data] == [[2.5], [1.5]] and answer.usage.prompt_tokens == 3
+    with pytest.raises(openai.NotFoundError, match="unknown model 'nope'; the embedding models served are words"):
+        client.embeddings.create(model="nope", input="hello")

@@ -112,3 +112,19 @@ def test_client_errors_are_json_with_their_status(server, client):
         assert set(json.loads(body)) == {"error"}
     status, _, body = raw(server, "DELETE", "/v2/models/tiny/infer")
     assert status == 405 and set(json.loads(body)) == {"error"}
+
+
+def test_openai_embeddings_at_the_functions_root(start_function, tmp_path_factory):
+    """OpenAI's client by base URL `<function URL>/v1`; on GCF its api_key is the identity token IAM checks."""
+    import openai
+
+    from tests.bundle.builds import write_text_artifact
+
+    words = write_text_artifact(tmp_path_factory.mktemp("words") / "words", task="embedding")
+    server = start_function("http", SLIMSERVE_ARTIFACT=str(words))
+    client = openai.OpenAI(base_url=f"http://{server.url}/v1", api_key="an-identity-token", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["words"]
+    answer = client.embeddings.create(model="words", input=["hello world", "world"])
+    assert [d.embedding for d in answer.data] == [[2.5], [1.5]] and answer.usage.total_tokens == 3
+    with pytest.raises(openai.BadRequestError, match="'input' is an empty list"):
+        client.embeddings.create(model="words", input=[])
