@@ -147,6 +147,12 @@ class BatchRunner:
         self.limits = Limits.for_batch(settings)
         self.max_rows = max(1, settings.batch_max_size)
         self.max_wait_s = max(0, settings.batch_max_wait_ms) / 1000
+        self._threads: cf.ThreadPoolExecutor | None = None
+
+    def _pool(self) -> cf.ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = cf.ThreadPoolExecutor(max(1, self.settings.batch_io_threads), thread_name_prefix="slimserve-batch")
+        return self._threads
 
     def output_uri(self, record: Record) -> str:
         return keys.output_uri(self.settings.output, self.settings.batch_output_format, record.relative_key)
@@ -156,34 +162,35 @@ class BatchRunner:
         start = time.perf_counter()
         report = BatchReport(outcomes=[Outcome(r) for r in records])
         threads = max(1, self.settings.batch_io_threads)
-        with cf.ThreadPoolExecutor(threads, thread_name_prefix="slimserve-batch") as pool:
-            # Reads start as threads free up, not all at once, and decoded records waiting for their
-            # micro-batch are bounded in bytes: memory follows the threads, not the number of records.
-            queue = collections.deque(enumerate(records))
-            reads: dict[cf.Future, int] = {}
-            writes: list[cf.Future] = []
-            pending: dict[tuple, _Group] = {}
-            while queue or reads or pending:
-                while queue and len(reads) < threads:
-                    index, record = queue.popleft()
-                    reads[pool.submit(self._prepare, index, record)] = index
-                timeout = self._next_deadline(pending)
-                done, _ = cf.wait(reads, timeout=timeout, return_when=cf.FIRST_COMPLETED)
-                for future in done:
-                    index = reads.pop(future)
-                    try:
-                        item = future.result()
-                    except Exception as exc:
-                        report.outcomes[index] = self._failure(records[index], exc)
-                        continue
-                    self._add(item, pending, report, pool, writes)
-                now = time.monotonic()
-                crowded = sum(g.nbytes for g in pending.values()) > HELD_BYTES
-                for key in [k for k, g in pending.items() if crowded or not (reads or queue) or now - g.since >= self.max_wait_s]:
-                    self._flush(pending.pop(key), report, pool, writes)
-            for future in writes:
-                index, outcome = future.result()
-                report.outcomes[index] = outcome
+        pool = self._pool()
+        # One pool for the runner's life: a warm Lambda reuses its threads across invocations.
+        # Reads start as threads free up, not all at once, and decoded records waiting for their
+        # micro-batch are bounded in bytes: memory follows the threads, not the number of records.
+        queue = collections.deque(enumerate(records))
+        reads: dict[cf.Future, int] = {}
+        writes: list[cf.Future] = []
+        pending: dict[tuple, _Group] = {}
+        while queue or reads or pending:
+            while queue and len(reads) < threads:
+                index, record = queue.popleft()
+                reads[pool.submit(self._prepare, index, record)] = index
+            timeout = self._next_deadline(pending)
+            done, _ = cf.wait(reads, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                index = reads.pop(future)
+                try:
+                    item = future.result()
+                except Exception as exc:
+                    report.outcomes[index] = self._failure(records[index], exc)
+                    continue
+                self._add(item, pending, report, pool, writes)
+            now = time.monotonic()
+            crowded = sum(g.nbytes for g in pending.values()) > HELD_BYTES
+            for key in [k for k, g in pending.items() if crowded or not (reads or queue) or now - g.since >= self.max_wait_s]:
+                self._flush(pending.pop(key), report, pool, writes)
+        for future in writes:
+            index, outcome = future.result()
+            report.outcomes[index] = outcome
         report.elapsed_s = time.perf_counter() - start
         return report
 
