@@ -195,7 +195,7 @@ _NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float
 
 
 def _non_finite_words(name: str, datatype: str, data: list, shape: tuple) -> np.ndarray:
-    """Float data whose non-finite elements are the words JSON answers use for them (see `_json_numbers`);
+    """Float data whose non-finite elements are the words JSON answers use for them (see `json_floats`);
     any other string is still no number."""
     flat = []
     for item in np.array(data, dtype=object).reshape(-1).tolist():
@@ -304,17 +304,20 @@ def encode_response(response: InferenceResponse) -> tuple[bytes, dict[str, str]]
     for name, value, binary in response.outputs:
         value = np.ascontiguousarray(value) if value.dtype != object else value
         tensor: dict[str, Any] = {"name": name, "datatype": oip_datatype(value), "shape": list(value.shape)}
+        data = None
         if binary:
             raw = serialize_bytes(value) if tensor["datatype"] == "BYTES" else value.tobytes()
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         elif tensor["datatype"] == "BYTES":
             tensor["data"] = [_text(v) for v in value.reshape(-1)]
+        elif value.dtype.kind == "f":
+            data = json_floats(value.reshape(-1))
         else:
-            tensor["data"] = _json_numbers(value)
-        tensors.append(tensor)
-    doc["outputs"] = tensors
-    head = jsontext.dumps(doc)
+            tensor["data"] = value.reshape(-1).tolist()
+        # The tensor's JSON, its float data spliced in as text (see json_floats).
+        tensors.append(jsontext.dumps(tensor) if data is None else jsontext.dumps(tensor)[:-1] + b',"data":' + data + b"}")
+    head = jsontext.dumps(doc)[:-1] + b',"outputs":[' + b",".join(tensors) + b"]}"
     if not chunks:
         return head, {"Content-Type": "application/json"}
     return head + b"".join(chunks), {
@@ -323,13 +326,18 @@ def encode_response(response: InferenceResponse) -> tuple[bytes, dict[str, str]]
     }
 
 
-def _json_numbers(value: np.ndarray) -> list:
-    """Row-major data for JSON. JSON has no NaN or Infinity: those elements travel as the strings "NaN",
-    "Infinity", "-Infinity", which numpy (so tritonclient's as_numpy) reads back as the float they were."""
-    flat = value.reshape(-1)
-    if value.dtype.kind != "f" or np.isfinite(flat).all():
-        return flat.tolist()
-    return [v if math.isfinite(v) else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")) for v in flat.tolist()]
+def json_floats(flat: np.ndarray) -> bytes:
+    """A JSON array of a float tensor's elements, each the shortest decimal that reads back as the same
+    float of *its* width: Python's float repr of a float32 is float64's, about twice as long (a 1,024 x 384
+    embedding answer: 4.8 MB this way, 8.6 MB that way, over Lambda's 6 MB). JSON has no NaN or Infinity:
+    those travel as the words "NaN", "Infinity", "-Infinity", which numpy (so tritonclient) reads back."""
+    text = flat.astype(str)
+    if not np.isfinite(flat).all():
+        text = text.astype(object)
+        text[np.isnan(flat)] = '"NaN"'
+        text[np.isposinf(flat)] = '"Infinity"'
+        text[np.isneginf(flat)] = '"-Infinity"'
+    return ("[" + ",".join(text.tolist()) + "]").encode("ascii")
 
 
 def _text(value: Any) -> str:
