@@ -53,16 +53,18 @@ def optimize(
     max_bytes: int | None = None,
     distill: str | None = None,
     budget: Budget | None = None,
+    direct_upload: bool = False,
 ) -> Path:
     """Optimize the model a spec describes; returns the artifact folder (verified by loading it back).
 
     Arguments override the spec (argument > spec). Raises SpecError for anything wrong with the spec,
     its model or its data; a candidate that fails to build is recorded as failed, not raised. A model
     that fits no function is not an error either: the artifact says `placement: endpoint` and why.
-    `budget` replaces the target's (tests); `max_bytes` caps the model file's bytes in it.
+    `budget` replaces the target's (tests); `max_bytes` caps the model file's bytes in it; `direct_upload`
+    holds the bundle to the limits of a package sent straight to the platform (Lambda's 50 MiB zipped).
     """
     spec = _with_distill(_with_overrides(load_spec(spec_path), target, tolerance), distill)
-    budget = budget or budget_for(spec.target)
+    budget = budget or budget_for(spec.target, direct_upload=direct_upload)
     if max_bytes is not None:
         if max_bytes < 1:
             raise SpecError(f"--max-bytes {max_bytes} must be a positive number of bytes")
@@ -124,6 +126,7 @@ def optimize_command(args) -> int:
         objective=args.objective,
         max_bytes=args.max_bytes,
         distill=args.distill,
+        direct_upload=args.direct_upload,
     )
     return 0
 

@@ -79,6 +79,13 @@ def _budget_lines(manifest: Manifest) -> list[str]:
             f"- {room['measure']} limit {_n(room['limit'])} bytes ({room['what']}) − runtime {_n(room['runtime'])} "
             f"= **{_n(room['model'])}** bytes for the model"
         )
+    if budget.get("direct_upload"):
+        lines.append("- upload: direct (`--direct-upload`): the limits of a package sent straight to the platform apply too")
+    elif "direct_upload" in budget:
+        lines.append(
+            "- upload: through object storage (`serverless deploy`); limits that bind only direct uploads "
+            "are left out (`--direct-upload` keeps them)"
+        )
     if budget.get("max_model_bytes") is not None:
         lines.append(f"- `--max-bytes`: at most **{_n(budget['max_model_bytes'])}** model bytes, whatever the delivery")
     lines.append(f"- memory {_n(budget.get('memory_bytes'))} bytes, /tmp {_n(budget.get('tmp_bytes'))} bytes, "

@@ -33,7 +33,8 @@ def test_report_holds_every_candidate_the_choice_and_the_budget(artifact: Path):
     assert len(rows) == len(manifest.candidates)
     assert f"| **{manifest.chosen.candidate}** |" in text
     assert "## Budget" in text and f"{manifest.budget['rooms'][0]['model']:,}" in text
-    assert "runtime weight: DESIGN.md" in text
+    assert "runtime weight: measured with `slimserve bundle`" in text and "DESIGN.md" not in text  # cites what is in the repository
+    assert "upload: through object storage" in text
     assert report.markdown(manifest) == text  # regenerated from the manifest alone
 
 
