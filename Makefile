@@ -17,7 +17,8 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NPM_STAMP)
 
-demo: $(STAMP)
+# node_modules too, so that `npx osls deploy` follows the demo with nothing else to install
+demo: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python examples/digits/demo.py
 
 test: $(STAMP) $(NPM_STAMP)
@@ -35,8 +36,9 @@ ARTIFACT ?= artifacts/digits/1
 bundle: $(STAMP)
 	$(BIN)/slimserve bundle $(ARTIFACT) --target aws-lambda --out dist/aws-lambda
 
-package: bundle $(NPM_STAMP)
-	node_modules/.bin/osls package
+# osls builds (or reuses) the zip itself, through infra/aws/bundle-plugin.js
+package: $(STAMP) $(NPM_STAMP)
+	node_modules/.bin/osls package --param="bundleArtifact=$(ARTIFACT)"
 
 # serverless-offline serving the HTTP function from the source tree (see serverless.offline.yml)
 offline: $(STAMP) $(NPM_STAMP)
