@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -120,3 +121,31 @@ def test_cloudformation_template_passes_cfn_lint(packaged):
     matches = api.lint_file(packaged / "cloudformation-template-update-stack.json")
     errors = [f"{m.rule.id}: {m.message}" for m in matches if m.rule.id.startswith("E")]
     assert matches is not None and errors == []  # osls's own redundant DependsOn gives W3005 warnings only
+
+
+NODE_CHECK = r"""
+const Plugin = require(process.argv[1]);
+class ServerlessError extends Error {}
+const plugin = new Plugin({ classes: { Error: ServerlessError } }, {}, {});
+try {
+  plugin.checkDirectUpload(process.argv[2], 'dist/aws-lambda/slimserve.zip');
+  console.log('passed');
+} catch (error) {
+  console.log(error instanceof ServerlessError ? error.message : `unexpected: ${error}`);
+}
+"""
+
+
+@pytest.mark.parametrize("zipped, verdict", [(40 * 2**20, "passed"), (60 * 2**20, "is 60.0 MiB, over Lambda's 50 MiB limit")])
+def test_deploy_function_stops_a_zip_over_the_direct_upload_limit(tmp_path, zipped, verdict):
+    """`deploy function` uploads straight to Lambda (no S3): the plugin's check before it packages the function."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node here")
+    report = tmp_path / "bundle.json"
+    report.write_text(json.dumps({"direct_upload_limit_bytes": 50 * 2**20, "sizes": {"zipped_bytes": zipped}}))
+    plugin = Path(__file__).resolve().parents[3] / "infra" / "aws" / "bundle-plugin.js"
+    proc = subprocess.run([node, "-e", NODE_CHECK, str(plugin), str(report)], capture_output=True, text=True, timeout=60)
+    assert verdict in proc.stdout, proc.stdout + proc.stderr
+    if zipped > 50 * 2**20:
+        assert "run `serverless deploy` (it uploads through S3)" in proc.stdout
