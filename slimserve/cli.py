@@ -11,6 +11,7 @@ from infra.limits import PLATFORMS
 from optimizer.errors import CliError
 
 TARGETS = tuple(PLATFORMS)
+OWN_PACKAGES = {"shared", "optimizer", "functions", "infra", "slimserve"}
 
 # `slimserve bundle --target T`: T -> the module whose `bundle_command(args) -> int` builds it (imported on use).
 BUNDLE_TARGETS = {
@@ -138,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"slimserve: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:  # a runtime-only install asked for what an extra brings
+        missing = (exc.name or "").partition(".")[0]
+        if not missing or missing in OWN_PACKAGES:
+            raise
+        extra = "text" if missing == "tokenizers" else "optimizer"
+        needs = f"`slimserve {args.command}` needs {missing}, which is not installed: pip install 'slimserve[{extra}]'"
+        print(f"slimserve: error: {needs}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 2
