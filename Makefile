@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test bench load bundle package offline clean
+.PHONY: demo demo-text test bench load bundle package offline clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(NPM_STAMP): package.json package-lock.json
 # node_modules too, so that `npx osls deploy` follows the demo with nothing else to install
 demo: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python examples/digits/demo.py
+
+# the second demo: all-MiniLM-L6-v2 sentence embeddings, optimized, served, asked with `slimserve invoke --text`
+demo-text: $(STAMP)
+	$(BIN)/python examples/minilm/demo.py
 
 test: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python -m pytest -q
