@@ -7,7 +7,6 @@ import dataclasses
 import itertools
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,12 +22,12 @@ from optimizer.export import export_fp32
 from optimizer.fallback import repairs
 from optimizer.precision import cpu_features
 from optimizer.params import count_parameters
-from optimizer.progress import progress_for
+from optimizer.progress import counted, progress_for
 from optimizer.search import Decision, Objective, decide, within_tolerance
 from optimizer.sparse import compression, inflate_to
 from optimizer.spec import TARGETS, Spec, Where, check_tolerance, load_spec
 from optimizer.steps import StepContext
-from optimizer.table import print_plain, print_rich
+from optimizer.table import print_table
 from optimizer.text_artifact import ship_text_files, text_extra
 from optimizer.timing import paired
 from optimizer.training_spec import Distill
@@ -86,7 +85,8 @@ def optimize(
         results, files, sizes, speedups = [], {}, {}, {}
         with progress.task("candidates", total=len(plan)) as advance:
             # then the op-wise fallback: failing candidates that could still win, sensitive layers kept higher
-            for candidate in itertools.chain(plan, repairs(plan, results, reference_path, ctx, objective)):
+            planned = itertools.chain(plan, repairs(plan, results, reference_path, ctx, objective))
+            for candidate in counted(planned, advance, len(plan)):
                 advance(0, description=f"candidates: {candidate.name}")
                 # every candidate is timed against fp32 (plan[0]) in alternation; fp32 against itself
                 baseline = files.get(registry.FP32, reference_path)
@@ -94,7 +94,6 @@ def optimize(
                 results.append(result)
                 if path is not None:
                     files[candidate.name], sizes[candidate.name], speedups[candidate.name] = path, size, speedup
-                advance(1)
         fits = {name: fit(size, budget) for name, size in sizes.items()}
         decision = decide(results, fits, budget, spec.tolerance, reference.metric, objective)
         extra = _extra(spec, reference, len(calibration), timing, objective)
@@ -103,10 +102,7 @@ def optimize(
         model = files.get(decision.choice.candidate, reference_path)
         manifest = _write(folder, spec, model, results, decision, extra, _budget(budget, fits.get(decision.choice.candidate)))
     load_artifact(folder)  # the runtime's own check: schema, sha256 of every file
-    if quiet:
-        print_plain(manifest, folder, sys.stdout)
-    else:
-        print_rich(manifest, folder)
+    print_table(manifest, folder, quiet)
     digest = manifest_digest(folder)
     print(f"slimserve: manifest sha256 {digest}; a copy in object storage is pinned as SLIMSERVE_ARTIFACT=PREFIX#sha256={digest}")
     if decision.placement == "endpoint":

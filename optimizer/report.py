@@ -7,10 +7,9 @@ room in the bundle, or --max-bytes) and the tolerance as a horizontal one.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from optimizer.table import print_plain, print_rich
+from optimizer.table import print_table
 from shared.artifact.loading import read_manifest
 from shared.errors import ArtifactError
 from shared.artifact.manifest import Manifest
@@ -178,10 +177,6 @@ def report_command(args) -> int:
         manifest = read_manifest(args.artifact)
     except ArtifactError as exc:
         raise CliError(exc.message) from None
-    folder = Path(args.artifact)
-    if getattr(args, "quiet", False) or not sys.stdout.isatty():
-        print_plain(manifest, folder, sys.stdout)
-    else:
-        print_rich(manifest, folder)
+    print_table(manifest, Path(args.artifact), getattr(args, "quiet", False))
     print(f"placement: {manifest.placement}, delivery: {manifest.delivery}")
     return 0
