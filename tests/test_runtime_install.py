@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.install
 
 # What the optimizer, the platform adapters or the tests bring; none may come with the runtime.
-NOT_RUNTIME = {"torch", "onnx", "onnxscript", "pyyaml", "rich", "scikit-learn", "matplotlib", "transformers", "tokenizers",
-               "boto3", "aws-lambda-powertools", "serverless-wsgi", "functions-framework", "azure-functions", "pytest"}  # fmt: skip
+NOT_RUNTIME = {
+    *("torch", "onnx", "onnxscript", "pyyaml", "rich", "scikit-learn", "matplotlib", "transformers", "tokenizers"),
+    *("boto3", "aws-lambda-powertools", "serverless-wsgi", "functions-framework", "azure-functions", "pytest"),
+}
 
 
 def _source_copy(dest: Path) -> Path:
@@ -50,10 +52,8 @@ def venv(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("runtime-install")
     source = _source_copy(base / "src")
     subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True, timeout=120)
-    pip = subprocess.run(
-        [str(base / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", str(source)],
-        cwd=base, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    install = [str(base / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", str(source)]
+    pip = subprocess.run(install, cwd=base, capture_output=True, text=True, timeout=600)
     assert pip.returncode == 0, pip.stdout + pip.stderr
     return base / "venv"
 
@@ -102,11 +102,11 @@ def test_the_runtime_alone_is_installed(venv):
 def test_slimserve_serve_and_invoke_work_without_extras(venv, workdir):
     folder, env = workdir
     port = free_port()
-    server = _served([str(venv / "bin" / "slimserve"), "serve", "tiny", "--port", str(port), "--workers", "1"],
-                     f"http://127.0.0.1:{port}/v2/health/ready", folder, env)  # fmt: skip
+    serve = [str(venv / "bin" / "slimserve"), "serve", "tiny", "--port", str(port), "--workers", "1"]
+    server = _served(serve, f"http://127.0.0.1:{port}/v2/health/ready", folder, env)
     try:
-        invoked = subprocess.run([str(venv / "bin" / "slimserve"), "invoke", f"http://127.0.0.1:{port}", "tiny", "--npy", "x.npy"],
-                                 cwd=folder, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        invoke = [str(venv / "bin" / "slimserve"), "invoke", f"http://127.0.0.1:{port}", "tiny", "--npy", "x.npy"]
+        invoked = subprocess.run(invoke, cwd=folder, env=env, capture_output=True, text=True, timeout=60)
     finally:
         said = _stop(server)
     assert invoked.returncode == 0, invoked.stderr
@@ -118,11 +118,11 @@ def test_the_sagemaker_entry_point_serves_without_extras(venv, workdir):
     folder, env = workdir
     port = free_port()
     env = {**env, "SLIMSERVE_ARTIFACT": str(folder / "tiny"), "SAGEMAKER_BIND_TO_PORT": str(port)}
-    server = _served([str(venv / "bin" / "python"), "-m", "shared.server.sagemaker_entry", "serve", "--host", "127.0.0.1"],
-                     f"http://127.0.0.1:{port}/ping", folder, env)  # fmt: skip
+    entry = [str(venv / "bin" / "python"), "-m", "shared.server.sagemaker_entry", "serve", "--host", "127.0.0.1"]
+    server = _served(entry, f"http://127.0.0.1:{port}/ping", folder, env)
     try:
-        invoked = subprocess.run([str(venv / "bin" / "slimserve"), "invoke", f"127.0.0.1:{port}", "tiny", "--npy", "x.npy"],
-                                 cwd=folder, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        invoke = [str(venv / "bin" / "slimserve"), "invoke", f"127.0.0.1:{port}", "tiny", "--npy", "x.npy"]
+        invoked = subprocess.run(invoke, cwd=folder, env=env, capture_output=True, text=True, timeout=60)
     finally:
         _stop(server)
     assert invoked.returncode == 0 and "logits float32 [2, 3]" in invoked.stdout, invoked.stderr
@@ -130,8 +130,8 @@ def test_the_sagemaker_entry_point_serves_without_extras(venv, workdir):
 
 def test_an_optimizer_command_names_the_extra_it_needs(venv, workdir):
     folder, env = workdir
-    done = subprocess.run([str(venv / "bin" / "slimserve"), "optimize", str(ROOT / "examples" / "digits" / "model.yaml")],
-                          cwd=folder, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    optimize = [str(venv / "bin" / "slimserve"), "optimize", str(ROOT / "examples" / "digits" / "model.yaml")]
+    done = subprocess.run(optimize, cwd=folder, env=env, capture_output=True, text=True, timeout=120)
     (line,) = done.stderr.strip().splitlines()
     assert done.returncode == 1 and line.startswith("slimserve: error: `slimserve optimize` needs ")
     assert line.endswith(", which is not installed: pip install 'slimserve[optimizer]'")
