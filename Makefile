@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test test-gpu bench load bundle package offline clean
+.PHONY: demo demo-text test test-gpu bench load bundle package offline clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,13 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NPM_STAMP)
 
-demo: $(STAMP)
+# node_modules too, so that `npx osls deploy` follows the demo with nothing else to install
+demo: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python examples/digits/demo.py
+
+# the second demo: all-MiniLM-L6-v2 sentence embeddings, optimized, served, asked with `slimserve invoke --text`
+demo-text: $(STAMP)
+	$(BIN)/python examples/minilm/demo.py
 
 # SLIMSERVE_TESTS_REQUIRE_TOOLS=1: a test whose tool (node and npm packages, python3.12, emulators) is
 # missing fails, naming it, instead of skipping (tests/tools.py).
@@ -48,8 +53,9 @@ ARTIFACT ?= artifacts/digits/1
 bundle: $(STAMP)
 	$(BIN)/slimserve bundle $(ARTIFACT) --target aws-lambda --out dist/aws-lambda
 
-package: bundle $(NPM_STAMP)
-	node_modules/.bin/osls package
+# osls builds (or reuses) the zip itself, through infra/aws/bundle-plugin.js
+package: $(STAMP) $(NPM_STAMP)
+	node_modules/.bin/osls package --param="bundleArtifact=$(ARTIFACT)"
 
 # serverless-offline serving the HTTP function from the source tree (see serverless.offline.yml)
 offline: $(STAMP) $(NPM_STAMP)

@@ -7,6 +7,11 @@ a platform documents none, the row says so and what we hold to instead. Change a
 Units are bytes and seconds. AWS counts its "MB" in MiB: GetAccountSettings reports CodeSizeZipped
 52,428,800 and CodeSizeUnzipped 262,144,000 (50 and 250 × 2**20); Google's and Microsoft's pages give
 decimal-looking "MB"/"GB" without saying which, so the stricter reading (10**6) is used for them.
+
+Which ceilings bind depends on how the package is uploaded. AWS's 50 MiB zipped limit holds only for a zip
+sent directly to Lambda (the API's ZipFile, the console, `serverless deploy function`); `serverless deploy`
+uploads to S3 and points CloudFormation at it, where only the 250 MiB unzipped limit binds. Such a limit is
+marked `direct_upload_only`; `Platform.package_limits(direct_upload)` is what a bundle must meet.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class SizeLimit:
     source: str
     enforced_by_platform: bool = True  # False: the platform documents no ceiling; this is the budget we keep
     note: str = ""
+    quote: str = ""  # the platform's own words, from `source`
+    direct_upload_only: bool = False  # binds a package sent straight to the platform, not one it reads from storage
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,14 @@ class Platform:
     init_s: int | None  # how long cold start may take before the platform gives up; None: not documented apart
     sources: tuple[str, ...] = field(default=())
 
+    def package_limits(self, direct_upload: bool = False) -> tuple[SizeLimit, ...]:
+        """The ceilings a package must meet: all of them for a direct upload, else those storage uploads keep."""
+        return tuple(limit for limit in self.package if direct_upload or not limit.direct_upload_only)
+
+    def direct_upload_limits(self) -> tuple[SizeLimit, ...]:
+        """What binds only a direct upload (Lambda's 50 MiB zipped): the bundle warns when it is passed."""
+        return tuple(limit for limit in self.package if limit.direct_upload_only)
+
 
 PLATFORMS: dict[str, Platform] = {
     "aws-lambda": Platform(
@@ -55,13 +70,25 @@ PLATFORMS: dict[str, Platform] = {
         runtime="python3.12 (Amazon Linux 2023, glibc 2.34: manylinux_2_28 wheels load)",
         package=(
             SizeLimit(
-                "zip uploaded directly (CreateFunction ZipFile)",
+                "zip uploaded directly (API ZipFile, console, `serverless deploy function`)",
                 "zipped",
                 50 * MiB,
                 AWS_ACCOUNT_LIMIT,
-                note="osls deploys through S3, where only the unzipped limit binds; kept so the console/API path works too",
+                note="`serverless deploy` uploads through S3, where it does not apply; `--direct-upload` holds a bundle to it",
+                quote="CodeSizeZipped: The maximum size of a deployment package when it's uploaded directly to Lambda. "
+                "Use Amazon S3 for larger files. (Quotas page: \"50 MB (zipped, when uploaded through the Lambda API "
+                "or SDKs). Upload larger files with Amazon S3.\")",
+                direct_upload_only=True,
             ),
-            SizeLimit("function code and layers, extracted", "unzipped", 250 * MiB, AWS_QUOTAS),
+            SizeLimit(
+                "function code and layers, extracted",
+                "unzipped",
+                250 * MiB,
+                AWS_QUOTAS,
+                quote="CodeSizeUnzipped: The maximum size of a function's deployment package and layers when they're "
+                "extracted. (Quotas page: \"250 MB The maximum size of the contents of a deployment package, including "
+                "layers and custom runtimes. (unzipped)\")",
+            ),
         ),
         memory_bytes=10_240 * MiB,
         tmp_bytes=10_240 * MiB,

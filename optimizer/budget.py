@@ -1,6 +1,8 @@
 """What a model may weigh on a target, and how a candidate fits: in the bundle, fetched at cold start, or not.
 
-The platform's ceilings come from the one table (infra/limits.py). From each package ceiling we take the
+The platform's ceilings come from the one table (infra/limits.py), those that bind the way the package is
+uploaded: by default through object storage (`serverless deploy`: Lambda's 250 MiB unzipped), with
+`direct_upload` also the direct-upload ones (Lambda's 50 MiB zipped). From each ceiling we take the
 runtime's own weight first (onnxruntime + numpy + tokenizers and our code: what every bundle carries
 whatever the model), and the rest is the model's room. A candidate that does not fit the room can still
 run in the function when it fits memory and /tmp and its fetch + inflate + load stays inside the cold-start
@@ -34,7 +36,8 @@ class RuntimeWeight:
     source: str
 
 
-_MEASURED = "DESIGN.md, measured for cp312 manylinux_2_28 x86_64 (onnxruntime 1.32, numpy 2.4, tokenizers 0.23)"
+# Where the figures come from: `slimserve bundle` reports them by part in bundle.json (`sizes.parts`).
+_MEASURED = "measured with `slimserve bundle` (bundle.json `sizes.parts`) for cp312 manylinux_2_28 x86_64 (onnxruntime 1.32, numpy 2.4, tokenizers 0.23)"
 RUNTIME: dict[str, RuntimeWeight] = {
     # slimmed by the bundle builder: what the Lambda zip carries besides the model
     "aws-lambda": RuntimeWeight(95 * MiB, int(32.5 * MiB), f"{_MEASURED}: slimmed, 95 MB unzipped / 32.5 MB zipped"),
@@ -79,6 +82,7 @@ class Budget:
     cold_start_s: float
     max_model_bytes: int | None = None  # --max-bytes: the most a model file may weigh, whatever its delivery
     runtime_source: str = ""
+    direct_upload: bool = False  # --direct-upload: the rooms include the limits of a package sent straight to the platform
     assumptions: ColdStart = field(default_factory=ColdStart)
 
     def to_dict(self) -> dict:
@@ -91,11 +95,14 @@ class Budget:
 DEFAULT_COLD_START_S = 10.0
 
 
-def budget_for(target: str, max_model_bytes: int | None = None, runtime: RuntimeWeight | None = None) -> Budget:
+def budget_for(
+    target: str, max_model_bytes: int | None = None, runtime: RuntimeWeight | None = None, *, direct_upload: bool = False
+) -> Budget:
     limits = platform(target)
     weight = runtime or RUNTIME[target]
     rooms = tuple(
-        Room(p.measure, p.what, p.bytes, weight.zipped if p.measure == "zipped" else weight.unzipped) for p in limits.package
+        Room(p.measure, p.what, p.bytes, weight.zipped if p.measure == "zipped" else weight.unzipped)
+        for p in limits.package_limits(direct_upload)
     )
     return Budget(
         target=target,
@@ -105,6 +112,7 @@ def budget_for(target: str, max_model_bytes: int | None = None, runtime: Runtime
         cold_start_s=float(limits.init_s or DEFAULT_COLD_START_S),
         max_model_bytes=max_model_bytes,
         runtime_source=weight.source,
+        direct_upload=direct_upload,
     )
 
 

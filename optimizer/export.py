@@ -23,6 +23,7 @@ import onnx
 
 from optimizer.errors import SpecError
 from optimizer.export_common import OPSET, error_line, quiet_exporters
+from optimizer.shape_hint import shape_error
 from optimizer.signature import check_signature, example_inputs
 from optimizer.spec import Spec
 
@@ -77,6 +78,11 @@ def export_module(module: "torch.nn.Module", spec: Spec, dst: Path) -> None:
 
     module.eval()
     args = tuple(torch.from_numpy(a) for a in example_inputs(spec.inputs).values())
+    with quiet_exporters(), torch.no_grad():
+        try:  # eagerly first: a shape the model cannot take is told in the model's terms, not the exporter's
+            module(*args)
+        except Exception as exc:
+            raise shape_error(module, spec, exc) from None
     dynamic = {t.name: {axis: f"{t.name}_{axis}" for axis, s in enumerate(t.shape) if s == -1} for t in spec.inputs + spec.outputs}
     with quiet_exporters(), torch.no_grad():
         try:

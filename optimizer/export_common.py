@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import sys
+import tempfile
 import warnings
 
 OPSET = 18  # the dynamo exporter's lowest; the legacy one is pinned to it too so both paths agree
@@ -17,16 +20,35 @@ OPSET = 18  # the dynamo exporter's lowest; the legacy one is pinned to it too s
 
 @contextlib.contextmanager
 def quiet_exporters():
-    """The exporters print progress and deprecation notes; the CLI owns the terminal."""
+    """The exporters print progress and deprecation notes; the CLI owns the terminal. The TorchScript exporter
+    also dumps its whole IR graph from C++ to file descriptor 2 when it fails (torch 2.13 turns its ONNX log
+    on whatever was asked), which no Python redirect catches: fd 2 goes to a scratch file meanwhile. What
+    went wrong still arrives, as the exception."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _stderr_fd_aside():
             warnings.simplefilter("ignore")
             yield
     finally:
         logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _stderr_fd_aside():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as scratch:
+            os.dup2(scratch.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def error_line(exc: BaseException) -> str:

@@ -7,7 +7,6 @@ import dataclasses
 import itertools
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,12 +22,12 @@ from optimizer.export import export_fp32
 from optimizer.fallback import repairs
 from optimizer.precision import cpu_features
 from optimizer.params import count_parameters
-from optimizer.progress import progress_for
+from optimizer.progress import counted, progress_for
 from optimizer.search import Decision, Objective, decide, within_tolerance
 from optimizer.sparse import compression, inflate_to
 from optimizer.spec import TARGETS, Spec, Where, check_tolerance, load_spec
 from optimizer.steps import StepContext
-from optimizer.table import print_plain, print_rich
+from optimizer.table import print_table
 from optimizer.text_artifact import ship_text_files, text_extra
 from optimizer.timing import paired
 from optimizer.training_spec import Distill
@@ -53,16 +52,18 @@ def optimize(
     max_bytes: int | None = None,
     distill: str | None = None,
     budget: Budget | None = None,
+    direct_upload: bool = False,
 ) -> Path:
     """Optimize the model a spec describes; returns the artifact folder (verified by loading it back).
 
     Arguments override the spec (argument > spec). Raises SpecError for anything wrong with the spec,
     its model or its data; a candidate that fails to build is recorded as failed, not raised. A model
     that fits no function is not an error either: the artifact says `placement: endpoint` and why.
-    `budget` replaces the target's (tests); `max_bytes` caps the model file's bytes in it.
+    `budget` replaces the target's (tests); `max_bytes` caps the model file's bytes in it; `direct_upload`
+    holds the bundle to the limits of a package sent straight to the platform (Lambda's 50 MiB zipped).
     """
     spec = _with_distill(_with_overrides(load_spec(spec_path), target, tolerance), distill)
-    budget = budget or budget_for(spec.target)
+    budget = budget or budget_for(spec.target, direct_upload=direct_upload)
     if max_bytes is not None:
         if max_bytes < 1:
             raise SpecError(f"--max-bytes {max_bytes} must be a positive number of bytes")
@@ -84,7 +85,8 @@ def optimize(
         results, files, sizes, speedups = [], {}, {}, {}
         with progress.task("candidates", total=len(plan)) as advance:
             # then the op-wise fallback: failing candidates that could still win, sensitive layers kept higher
-            for candidate in itertools.chain(plan, repairs(plan, results, reference_path, ctx, objective)):
+            planned = itertools.chain(plan, repairs(plan, results, reference_path, ctx, objective))
+            for candidate in counted(planned, advance, len(plan)):
                 advance(0, description=f"candidates: {candidate.name}")
                 # every candidate is timed against fp32 (plan[0]) in alternation; fp32 against itself
                 baseline = files.get(registry.FP32, reference_path)
@@ -92,7 +94,6 @@ def optimize(
                 results.append(result)
                 if path is not None:
                     files[candidate.name], sizes[candidate.name], speedups[candidate.name] = path, size, speedup
-                advance(1)
         fits = {name: fit(size, budget) for name, size in sizes.items()}
         decision = decide(results, fits, budget, spec.tolerance, reference.metric, objective)
         extra = _extra(spec, reference, len(calibration), timing, objective)
@@ -101,10 +102,7 @@ def optimize(
         model = files.get(decision.choice.candidate, reference_path)
         manifest = _write(folder, spec, model, results, decision, extra, _budget(budget, fits.get(decision.choice.candidate)))
     load_artifact(folder)  # the runtime's own check: schema, sha256 of every file
-    if quiet:
-        print_plain(manifest, folder, sys.stdout)
-    else:
-        print_rich(manifest, folder)
+    print_table(manifest, folder, quiet)
     digest = manifest_digest(folder)
     print(f"slimserve: manifest sha256 {digest}; a copy in object storage is pinned as SLIMSERVE_ARTIFACT=PREFIX#sha256={digest}")
     if decision.placement == "endpoint":
@@ -124,6 +122,7 @@ def optimize_command(args) -> int:
         objective=args.objective,
         max_bytes=args.max_bytes,
         distill=args.distill,
+        direct_upload=args.direct_upload,
     )
     return 0
 

@@ -7,10 +7,11 @@ Steps receive a `Progress` through their StepContext and open a task with a tota
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, TypeVar
 
-Advance = Callable[..., None]  # advance(n=1, description=...)
+Advance = Callable[..., None]  # advance(n=1, description=..., total=...)
+T = TypeVar("T")
 
 
 class Progress(Protocol):
@@ -70,6 +71,16 @@ class Bars:
 
     def status(self, description: str):
         return self.task(description)
+
+
+def counted(items: Iterable[T], advance: Advance, planned: int) -> Iterator[T]:
+    """`items`, one step of the bar each. Items past the `planned` total (the op-wise fallback's repaired
+    candidates, known only once the plan has run) raise the total as they come: the bar never reads 19/18."""
+    for done, item in enumerate(items):
+        if done >= planned:
+            advance(0, total=done + 1)
+        yield item
+        advance(1)
 
 
 def progress_for(quiet: bool) -> contextlib.AbstractContextManager[Progress]:

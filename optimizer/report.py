@@ -7,10 +7,9 @@ room in the bundle, or --max-bytes) and the tolerance as a horizontal one.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from optimizer.table import print_plain, print_rich
+from optimizer.table import print_table
 from shared.artifact.loading import read_manifest
 from shared.errors import ArtifactError
 from shared.artifact.manifest import Manifest
@@ -78,6 +77,13 @@ def _budget_lines(manifest: Manifest) -> list[str]:
         lines.append(
             f"- {room['measure']} limit {_n(room['limit'])} bytes ({room['what']}) − runtime {_n(room['runtime'])} "
             f"= **{_n(room['model'])}** bytes for the model"
+        )
+    if budget.get("direct_upload"):
+        lines.append("- upload: direct (`--direct-upload`): the limits of a package sent straight to the platform apply too")
+    elif "direct_upload" in budget:
+        lines.append(
+            "- upload: through object storage (`serverless deploy`); limits that bind only direct uploads "
+            "are left out (`--direct-upload` keeps them)"
         )
     if budget.get("max_model_bytes") is not None:
         lines.append(f"- `--max-bytes`: at most **{_n(budget['max_model_bytes'])}** model bytes, whatever the delivery")
@@ -171,10 +177,6 @@ def report_command(args) -> int:
         manifest = read_manifest(args.artifact)
     except ArtifactError as exc:
         raise CliError(exc.message) from None
-    folder = Path(args.artifact)
-    if getattr(args, "quiet", False) or not sys.stdout.isatty():
-        print_plain(manifest, folder, sys.stdout)
-    else:
-        print_rich(manifest, folder)
+    print_table(manifest, Path(args.artifact), getattr(args, "quiet", False))
     print(f"placement: {manifest.placement}, delivery: {manifest.delivery}")
     return 0

@@ -1,13 +1,28 @@
-"""The candidate table the CLI prints: rich on a terminal session, plain text under `--quiet`."""
+"""The candidate table the CLI prints, every figure whole, with a legend that says what each column means.
+
+Piped (CI logs, `| tee`) or under `--quiet`: plain columns as wide as their widest cell, notes included.
+On a terminal: rich when the table fits its width; otherwise the same plain columns, wrapped into blocks
+that fit (the candidate's name heads every block), as pandas prints a wide frame. A cell is never cut.
+"""
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from pathlib import Path
 from typing import TextIO
 
 from shared.artifact.manifest import Manifest
 
 _METRICS = ("accuracy", "agreement", "cosine", "rel_error", "drop")
+_GAP = "  "
+
+_MEANS = {
+    "accuracy": "share of the evaluation labels it predicts",
+    "agreement": "share of evaluation inputs whose top class is fp32's",
+    "cosine": "mean cosine similarity of its embeddings to fp32's",
+    "rel_error": "mean relative distance of its outputs from fp32's (lower is better)",
+}
 
 
 def rows(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
@@ -15,7 +30,7 @@ def rows(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
     names = [m for m in _METRICS if any(m in c.metrics for c in manifest.candidates)]
     # per-candidate sizes and fit, where the optimizer recorded them (optimizer/pipeline.py `_facts`)
     facts = manifest.extra.get("optimizer", {}).get("candidates", {})
-    header = ["candidate", "bytes", "vs fp32", "params", *names, "p50 ms", "speed", "ok", "fits", "note"]
+    header = ["candidate", "model bytes", "x smaller", "params", *names, "p50 ms", "x faster", "within tol", "ships as", "note"]
     body = []
     for c in manifest.candidates:
         mark = "*" if c.name == manifest.chosen.candidate else " "
@@ -37,15 +52,72 @@ def rows(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def print_plain(manifest: Manifest, folder: Path, stream: TextIO) -> None:
-    header, body = rows(manifest)
+def legend(manifest: Manifest) -> list[str]:
+    """One line per column group: what a reader needs to read the figures."""
+    info = manifest.extra.get("optimizer", {})
+    metric = info.get("metric", "the metric")
+    present = [m for m in _MEANS if any(m in c.metrics for c in manifest.candidates)]
+    return [
+        "* chosen; model bytes: the model file as shipped; x smaller: fp32's bytes / these; params: weights in the graph",
+        *(f"{m}: {_MEANS[m]}" for m in present),
+        f"drop: how much worse than fp32 on {metric}; within tol: drop <= the tolerance {info.get('tolerance', '?')}",
+        "p50 ms: median onnxruntime latency at batch 1; x faster: fp32's p50 / this one's, timed in alternation",
+        f"ships as: bundle = inside the {manifest.target} package; fetch = from object storage into /tmp at cold "
+        "start; no = fits no function (endpoint)",
+    ]
+
+
+def plain_lines(header: list[str], body: list[list[str]], width: int | None = None) -> list[str]:
+    """Aligned columns; with `width`, wrapped into blocks of whole columns that fit it."""
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    for line in [header, *body]:
-        stream.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
+    lines = []
+    for block in _blocks(widths, width):
+        if lines:
+            lines.append("")
+        for row in [header, *body]:
+            lines.append(_GAP.join(row[i].ljust(widths[i]) for i in block).rstrip())
+    return lines
+
+
+def _blocks(widths: list[int], width: int | None) -> list[list[int]]:
+    """Column indexes per block; the first (the candidate) starts every block. A column wider than `width`
+    alone still gets its block: the terminal wraps it, nothing is cut."""
+    if width is None:
+        return [list(range(len(widths)))]
+    blocks, current, used = [], [0], widths[0]
+    for index in range(1, len(widths)):
+        if len(current) > 1 and used + len(_GAP) + widths[index] > width:
+            blocks.append(current)
+            current, used = [0], widths[0]
+        current.append(index)
+        used += len(_GAP) + widths[index]
+    return [*blocks, current]
+
+
+def print_table(manifest: Manifest, folder: Path, quiet: bool = False) -> None:
+    """What `optimize` and `report` print: plain when quiet or piped, else fitted to the terminal."""
+    if quiet or not sys.stdout.isatty():
+        print_plain(manifest, folder, sys.stdout)
+    else:
+        print_rich(manifest, folder)
+
+
+def print_plain(manifest: Manifest, folder: Path, stream: TextIO, width: int | None = None) -> None:
+    header, body = rows(manifest)
+    if width is not None:  # a terminal: notes are long, the manifest and report.md keep them
+        header, body = header[:-1], [row[:-1] for row in body]
+    for line in plain_lines(header, body, width):
+        stream.write(line + "\n")
+    for line in legend(manifest):
+        stream.write(textwrap.fill(line, width=width or 120, subsequent_indent="    ") + "\n")
+    if width is not None:  # the notes column is not shown: its failures are
+        for candidate in manifest.candidates:
+            if candidate.note.startswith("failed"):
+                stream.write(textwrap.fill(f"{candidate.name} {candidate.note}", width=width, subsequent_indent="    ") + "\n")
     stream.write(f"chosen: {manifest.chosen.reason}\nartifact: {folder}\n")
 
 
-def print_rich(manifest: Manifest, folder: Path) -> None:
+def print_rich(manifest: Manifest, folder: Path, console=None) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -53,16 +125,20 @@ def print_rich(manifest: Manifest, folder: Path) -> None:
     header, body = rows(manifest)
     title = f"{manifest.name} {manifest.version} · {manifest.task} · {manifest.target}"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    # notes are long; they stay in the manifest and the plain table, failures are printed below
+    # notes are long; they stay in the manifest, report.md and the plain table; failures are printed below
     for index, name in enumerate(header[:-1]):
         table.add_column(name, justify="left" if index == 0 else "right", no_wrap=True)
     for line, candidate in zip(body, manifest.candidates):
         chosen = candidate.name == manifest.chosen.candidate
         table.add_row(*line[:-1], style="bold green" if chosen else ("dim" if not candidate.within_tolerance else None))
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)  # rich assumes 80 columns for pipes and CI logs, which clips the numbers
+    console = console or Console()
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if natural > console.width:  # rich would cut figures to fit: wrap whole columns instead
+        print_plain(manifest, folder, console.file, width=console.width)
+        return
     console.print(table)
+    for line in legend(manifest):
+        console.print(line, highlight=False, style="dim")
     for candidate in manifest.candidates:
         if candidate.note.startswith("failed"):
             console.print(f"[red]{candidate.name}[/red] {candidate.note}", highlight=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import struct
 import time
 import urllib.error
 import urllib.parse
@@ -24,6 +25,7 @@ from urllib.parse import quote
 import numpy as np
 
 RETRYABLE = (429, 503)
+HEADER_LENGTH = "Inference-Header-Content-Length"  # the binary tensor extension: JSON head, then raw tensors
 MAX_REDIRECTS = 5
 
 
@@ -77,6 +79,9 @@ class InferenceClient:
     max_wait_s: float = 10.0  # the longest single wait, whatever Retry-After asks
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
+    def __post_init__(self) -> None:
+        self.url = base_url(self.url)
+
     def metadata(self, model: str, version: str | None = None) -> dict:
         return self._call("GET", self._path(model, version), None)[0]
 
@@ -86,9 +91,8 @@ class InferenceClient:
 
     def infer_json(self, model: str, body: dict, version: str | None = None) -> Response:
         """Send an OIP v2 request body as it is (`--json FILE`)."""
-        doc, attempts = self._call("POST", self._path(model, version) + "/infer", json.dumps(body).encode())
-        outputs = {o["name"]: _array(o) for o in doc.get("outputs", [])}
-        return Response(outputs, doc, attempts)
+        doc, attempts, binary = self._call("POST", self._path(model, version) + "/infer", json.dumps(body).encode())
+        return Response(_outputs(doc, binary), doc, attempts)
 
     def inputs_for(self, model: str, version: str | None = None, *, texts: list[str] | None = None, array: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The model's single input filled from texts or one array, named and shaped from its metadata."""
@@ -99,7 +103,7 @@ class InferenceClient:
         if texts is not None:
             value = np.array([t.encode("utf-8") for t in texts], dtype=object)
             return {spec["name"]: value.reshape(-1, 1) if len(spec["shape"]) == 2 else value}
-        return {spec["name"]: array}
+        return {spec["name"]: cast_to(array, spec["datatype"], spec["name"])}
 
     # --- transport ---------------------------------------------------------------------------------
 
@@ -116,13 +120,16 @@ class InferenceClient:
             headers["Authorization"] = f"Bearer {self.bearer}"
         return headers
 
-    def _call(self, method: str, url: str, body: bytes | None) -> tuple[dict, int]:
+    def _call(self, method: str, url: str, body: bytes | None) -> tuple[dict, int, bytes]:
+        """(the JSON document, attempts, the binary data that followed it: the binary tensor extension)."""
         opener = urllib.request.build_opener(_SameOriginCredentials(("Authorization", self.api_key_header)))
         for attempt in range(self.retries + 1):
             request = urllib.request.Request(url, data=body, method=method, headers=self._headers())
             try:
                 with opener.open(request, timeout=self.timeout_s) as response:
-                    return _json(response.read(), url), attempt + 1
+                    raw, head_length = response.read(), response.headers.get(HEADER_LENGTH)
+                    head, binary = _split(raw, head_length, url)
+                    return _json(head, url), attempt + 1, binary
             except urllib.error.HTTPError as exc:
                 payload = exc.read()
                 if exc.code in RETRYABLE and attempt < self.retries:
@@ -153,6 +160,54 @@ def _retry_after_s(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return when.timestamp() - time.time()
+
+
+def base_url(url: str) -> str:
+    """A deployment's URL as urllib takes it. Without a scheme, a loopback host (`localhost:8080`, what
+    tritonclient takes) is plain HTTP; any other host is refused, naming what to write."""
+    url = url.strip()
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        host = urllib.parse.urlsplit("//" + url).hostname or ""
+        if host == "localhost" or host == "::1" or host.startswith("127."):
+            return "http://" + url
+        raise InvokeError(f"URL {url!r} has no scheme: write https://{url} (or http://{url} for a plain-HTTP server)")
+    if scheme.lower() not in ("http", "https"):
+        raise InvokeError(f"URL {url!r}: only http:// and https:// URLs are spoken")
+    return url
+
+
+def cast_to(array: np.ndarray, datatype: str, name: str) -> np.ndarray:
+    """`array` as the model's datatype when nothing is lost: numpy's float64 default to FP32, int64 to INT32
+    when every value fits, integers to floats; a float to an integer, or a value out of range, is refused."""
+    target = _TO_NUMPY.get(datatype)
+    if target is None or array.dtype == np.dtype(target):
+        return array
+    wanted = np.dtype(target)
+    lossless = (
+        (wanted.kind == "f" and array.dtype.kind in "fiub")
+        or (wanted.kind in "iu" and array.dtype.kind in "iub" and _fits(array, wanted))
+        or (wanted.kind == "b" and array.dtype.kind == "b")
+    )
+    if not lossless:
+        raise InvokeError(f"input {name!r} is {datatype}; the array is {array.dtype} and cannot be cast to it without loss")
+    return array.astype(wanted)
+
+
+def _fits(array: np.ndarray, dtype: np.dtype) -> bool:
+    if array.size == 0 or array.dtype.kind == "b":
+        return True
+    info = np.iinfo(dtype)
+    return int(array.min()) >= info.min and int(array.max()) <= info.max
+
+
+def _split(raw: bytes, head_length: str | None, url: str) -> tuple[bytes, bytes]:
+    """The JSON head and the binary tail of a response (`Inference-Header-Content-Length`)."""
+    if head_length is None:
+        return raw, b""
+    if not head_length.isdigit() or int(head_length) > len(raw):
+        raise InvokeError(f"{url} answered {HEADER_LENGTH}: {head_length[:20]!r} for a body of {len(raw)} bytes")
+    return raw[: int(head_length)], raw[int(head_length) :]
 
 
 def _json(raw: bytes, url: str) -> dict:
@@ -190,11 +245,43 @@ def _tensor(name: str, value: np.ndarray) -> dict:
     return {"name": name, "datatype": datatype, "shape": list(value.shape), "data": value.reshape(-1).tolist()}
 
 
+def _outputs(doc: dict, binary: bytes) -> dict[str, np.ndarray]:
+    """Output tensors by name: JSON `data`, or `parameters.binary_data_size` bytes of the binary tail, in order."""
+    outputs, offset = {}, 0
+    for output in doc.get("outputs", []):
+        size = (output.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            outputs[output["name"]] = _array(output)
+            continue
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise InvokeError(f"output {output.get('name')!r}: binary_data_size {size!r} runs past the {len(binary)} bytes sent")
+        outputs[output["name"]] = _binary_array(output, binary[offset : offset + size])
+        offset += size
+    return outputs
+
+
 def _array(output: dict) -> np.ndarray:
     shape = output.get("shape", [])
     if output.get("datatype") == "BYTES":
         return np.array(output.get("data", []), dtype=object).reshape(shape)
     return np.array(output.get("data", []), dtype=_TO_NUMPY.get(output.get("datatype"), "float64")).reshape(shape)
+
+
+def _binary_array(output: dict, raw: bytes) -> np.ndarray:
+    shape, datatype = output.get("shape", []), output.get("datatype")
+    try:
+        if datatype == "BYTES":  # each element: a 4-byte little-endian length, then its bytes
+            items, at = [], 0
+            while at < len(raw):
+                (length,) = struct.unpack_from("<I", raw, at)
+                items.append(raw[at + 4 : at + 4 + length])
+                at += 4 + length
+            return np.array(items, dtype=object).reshape(shape)
+        if datatype not in _TO_NUMPY:
+            raise InvokeError(f"output {output.get('name')!r}: datatype {datatype!r} is not one this client reads")
+        return np.frombuffer(raw, dtype=np.dtype(_TO_NUMPY[datatype]).newbyteorder("<")).reshape(shape)
+    except (struct.error, ValueError) as exc:
+        raise InvokeError(f"output {output.get('name')!r}: its binary data does not match shape {shape}: {exc}") from None
 
 
 def format_outputs(response: Response) -> str:

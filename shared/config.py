@@ -22,6 +22,10 @@ def _bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
+LOG_FORMATS = ("json", "text")
+# Settings with a fixed set of values, refused at resolve time (one line, before anything starts) when not one
+CHOICES = {"log_format": LOG_FORMATS}
+
 _KINDS = {int: int, "int": int, float: float, "float": float, bool: _bool, "bool": _bool}
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", _bool: "true or false"}
 
@@ -235,4 +239,7 @@ class Settings:
                 values[f.name] = kind(raw)
             except ValueError:
                 raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not {_KIND_NAMES[kind]}") from None
+        for name, allowed in CHOICES.items():
+            if name in values and values[name] not in allowed:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}={values[name]!r} must be one of {', '.join(allowed)}")
         return cls(**values)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
 
 from infra.limits import PLATFORMS
 from optimizer.errors import CliError
 
 TARGETS = tuple(PLATFORMS)
+OWN_PACKAGES = {"shared", "optimizer", "functions", "infra", "slimserve"}
 
 # `slimserve bundle --target T`: T -> the module whose `bundle_command(args) -> int` builds it (imported on use).
 BUNDLE_TARGETS = {
@@ -20,9 +22,23 @@ BUNDLE_TARGETS = {
     "azure-functions": "optimizer.bundle.source",
 }
 
+DIRECT_UPLOAD_HELP = (
+    "hold the bundle to the limits of a package uploaded straight to the platform (AWS Lambda: 50 MiB zipped, "
+    "what `serverless deploy function` and the console send); default: through object storage, as `serverless deploy` "
+    "does (250 MiB unzipped)"
+)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("slimserve")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slimserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     opt = sub.add_parser("optimize", help="export, compress and evaluate a model; write the artifact")
@@ -37,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--candidates", metavar="A,B,...", help="only these candidates (fp32 is always kept)")
     opt.add_argument("--distill", metavar="STUDENT", help="distillation student: a TorchScript .pt file, or a width in "
                      "(0, 1] to derive one from the model's layers (default: the spec's distill:)")
+    opt.add_argument("--direct-upload", action="store_true", help=DIRECT_UPLOAD_HELP)
     opt.add_argument("--quiet", action="store_true", help="no progress output")
 
     rep = sub.add_parser("report", help="print an artifact's candidate table, choice and placement")
@@ -64,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     bnd.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64", help="function targets: machine of the wheels")
     bnd.add_argument("--python", default="3.12", help="function targets: interpreter major.minor (default 3.12)")
     bnd.add_argument("--wheel-cache", help="downloaded wheels (default $SLIMSERVE_WHEEL_CACHE, ~/.cache/slimserve/wheels)")
+    bnd.add_argument("--direct-upload", action="store_true", help=DIRECT_UPLOAD_HELP)
     bnd.add_argument("--quiet", action="store_true", help="function targets: no progress output or size table")
 
     inv = sub.add_parser("invoke", help="call a deployed model over the Open Inference Protocol v2 and print its outputs")
@@ -140,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"slimserve: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:  # a runtime-only install asked for what an extra brings
+        missing = (exc.name or "").partition(".")[0]
+        if not missing or missing in OWN_PACKAGES:
+            raise
+        extra = "text" if missing == "tokenizers" else "optimizer"
+        needs = f"`slimserve {args.command}` needs {missing}, which is not installed: pip install 'slimserve[{extra}]'"
+        print(f"slimserve: error: {needs}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 2

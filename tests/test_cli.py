@@ -1,11 +1,12 @@
-"""`slimserve` starts light: its module imports neither the optimizer's heavy parts nor the runtime's; each
-command imports what it needs when it runs (`backfill` the storage SDK of its prefix, never onnxruntime
-for s3:// or gs://)."""
+"""The `slimserve` command itself: it starts light (its module imports neither the optimizer's heavy parts
+nor the runtime's; each command imports what it needs when it runs: `backfill` the storage SDK of its
+prefix, never onnxruntime for s3:// or gs://), and `--version`."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from importlib import metadata
 
 from tests.conftest import ROOT
 
@@ -23,3 +24,8 @@ def test_backfill_help_lists_its_options():
     assert done.returncode == 0
     for option in ("--queue", "--function-url", "--output", "--since", "--limit", "--dry-run", "--concurrency", "--retries"):
         assert option in done.stdout
+
+
+def test_version_prints_the_installed_one():
+    proc = subprocess.run([sys.executable, "-m", "slimserve", "--version"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == f"slimserve {metadata.version('slimserve')}\n"

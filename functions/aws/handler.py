@@ -34,6 +34,9 @@ metrics = Metrics(namespace="slimserve", service="slimserve")
 
 try:
     runtime = start(DEFAULT_ARTIFACT)
+except ValueError as exc:  # a setting that cannot work (SLIMSERVE_...): its one line says which and why
+    logger.error(f"cold start failed: {exc}")
+    raise
 except Exception:
     logger.exception("cold start failed: the artifact did not load")
     raise

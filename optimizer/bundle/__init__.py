@@ -20,6 +20,7 @@ def options(args: argparse.Namespace) -> Options:
         python=getattr(args, "python", None) or "3.12",
         wheel_cache=Path(args.wheel_cache) if getattr(args, "wheel_cache", None) else None,
         quiet=bool(getattr(args, "quiet", False)),
+        direct_upload=bool(getattr(args, "direct_upload", False)),
     )
 
 

@@ -16,7 +16,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from optimizer.bundle import pack, probe, sizes, wheels
+from optimizer.bundle import pack, probe, reuse, sizes, wheels
 from optimizer.bundle.common import (
     MARKER,
     Options,
@@ -47,6 +47,11 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
         copy_code(stage, "aws")
         _write_own_metadata(stage)
         pins = runtime_pins(TARGET, opts.python, opts.arch, tokenizer=needs_tokenizer(manifest))
+        python = pack.find_python(opts.python)
+        inputs_sha256 = reuse.inputs_digest(stage, pins, opts, precompiled=python is not None)
+        previous = reuse.previous_build(out, ZIP_NAME, inputs_sha256)
+        if previous is not None:
+            return _reused(out, previous, opts)
         opts.say(f"installing {len(pins)} wheels for cp{opts.python.replace('.', '')} manylinux {opts.arch}: "
                  + ", ".join(map(str, pins)))  # fmt: skip
         wheels.install(pins, site, arch=opts.arch, python=opts.python, cache=wheel_cache(opts.wheel_cache))
@@ -58,7 +63,6 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
             part_of[entry.name + ("/" if entry.is_dir() else "")] = "runtime wheels"
             shutil.move(str(entry), stage / entry.name)
 
-        python = pack.find_python(opts.python)
         if python is None:
             opts.warn(f"no python{opts.python} here: no precompiled .pyc (slower cold start), and no probe")
         else:
@@ -69,8 +73,9 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
         cache = wheel_cache(opts.wheel_cache)
         pack.write_zip(stage, zipped, cache.parent / "deflate", lambda n: part_of[sizes.contributor(n)] == "runtime wheels")
         measured = sizes.measure_zip(zipped, part_of)
-        opts.say(sizes.table(measured, limits))
-        sizes.check(measured, limits)  # DoesNotFit: nothing is written to --out
+        opts.say(sizes.table(measured, limits, opts.direct_upload))
+        sizes.check(measured, limits, opts.direct_upload)  # DoesNotFit: nothing is written to --out
+        warnings = [] if opts.direct_upload else sizes.direct_upload_warnings(measured, limits)
 
         prepare_out(out)
         shutil.move(str(zipped), out / ZIP_NAME)
@@ -80,6 +85,10 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
         "python": opts.python,
         "zip": ZIP_NAME,
         "sha256": hashlib.sha256((out / ZIP_NAME).read_bytes()).hexdigest(),
+        "inputs_sha256": inputs_sha256,  # what optimizer/bundle/reuse.py compares to skip an identical rebuild
+        "direct_upload": opts.direct_upload,
+        "direct_upload_limit_bytes": min((x.bytes for x in limits.direct_upload_limits()), default=None),
+        "warnings": warnings,
         "artifact": {"name": manifest.name, "version": manifest.version, "manifest_sha256": manifest_digest(artifact)},
         "tokenizer": needs_tokenizer(manifest),
         "precompiled": python is not None,
@@ -90,8 +99,20 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
     }
     (out / MARKER).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     opts.say(f"wrote {out / ZIP_NAME} (sha256 {report['sha256'][:16]}...)")
-    print(f"slimserve: artifact manifest sha256 {report['artifact']['manifest_sha256']} (the pin of a copy fetched from object storage)")
+    _tell(report, opts)
     return report
+
+
+def _reused(out: Path, report: dict, opts: Options) -> dict:
+    opts.say(f"reusing {out / ZIP_NAME}: its artifact, code, wheels and options are unchanged (bundle.json inputs_sha256)")
+    _tell(report, opts)
+    return report
+
+
+def _tell(report: dict, opts: Options) -> None:
+    for warning in report.get("warnings", []):
+        opts.warn(warning)
+    print(f"slimserve: artifact manifest sha256 {report['artifact']['manifest_sha256']} (the pin of a copy fetched from object storage)")
 
 
 def _write_own_metadata(stage: Path) -> None:

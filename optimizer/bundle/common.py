@@ -25,6 +25,7 @@ class Options:
     python: str = "3.12"
     wheel_cache: Path | None = None
     quiet: bool = False
+    direct_upload: bool = False  # hold the bundle to the limits of a package sent straight to the platform
 
     def say(self, text: str) -> None:
         if not self.quiet:

@@ -72,16 +72,17 @@ def mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def table(sizes: Sizes, platform: Platform) -> str:
+def table(sizes: Sizes, platform: Platform, direct_upload: bool = False) -> str:
     rows = [f"{'part':<16}{'files':>7}{'unzipped':>14}{'zipped':>14}"]
     for part in PARTS:
         files, unzipped, zipped = sizes.part(part)
         rows.append(f"{part:<16}{files:>7}{mib(unzipped):>14}{mib(zipped):>14}")
     files = sum(i.files for i in sizes.items)
     rows.append(f"{'total':<16}{files:>7}{mib(sizes.unzipped_total):>14}{mib(sizes.zipped_total):>14}")
+    binding = platform.package_limits(direct_upload)
     for limit in platform.package:
         used = _used(sizes, limit)
-        verdict = "ok" if used <= limit.bytes else "OVER"
+        verdict = "ok" if used <= limit.bytes else "OVER" if limit in binding else "over: direct uploads only"
         rows.append(f"limit {limit.measure} {limit.what}: {used:,} of {limit.bytes:,} bytes ({used / limit.bytes:.0%}) {verdict}")
     rows.append("largest: " + ", ".join(f"{i.name} {mib(i.unzipped)} ({mib(i.zipped)} zipped)" for i in largest(sizes, "unzipped")))
     return "\n".join(rows)
@@ -95,10 +96,11 @@ def largest(sizes: Sizes, measure: str, n: int = 3) -> list[Item]:
     return sorted(sizes.items, key=lambda i: (-getattr(i, measure), i.name))[:n]
 
 
-def check(sizes: Sizes, platform: Platform) -> None:
-    """DoesNotFit (exit code 1) naming every limit passed, the numbers, and the three largest contributors."""
+def check(sizes: Sizes, platform: Platform, direct_upload: bool = False) -> None:
+    """DoesNotFit (exit code 1) naming every binding limit passed, the numbers, and the three largest contributors.
+    The limits of a direct upload bind only with `direct_upload` (else `direct_upload_warnings` tells)."""
     problems = []
-    for limit in platform.package:
+    for limit in platform.package_limits(direct_upload):
         used = _used(sizes, limit)
         if used > limit.bytes:
             top = ", ".join(f"{i.name} {getattr(i, limit.measure):,} bytes" for i in largest(sizes, limit.measure))
@@ -110,3 +112,13 @@ def check(sizes: Sizes, platform: Platform) -> None:
             )
     if problems:
         raise DoesNotFit("bundle does not fit: " + "; ".join(problems))
+
+
+def direct_upload_warnings(sizes: Sizes, platform: Platform) -> list[str]:
+    """What a bundle that fits the storage upload path would break if it were uploaded directly."""
+    return [
+        f"the zip is {mib(_used(sizes, limit))}, over {platform.name}'s {mib(limit.bytes)} {limit.measure} limit of a "
+        f"{limit.what}: `serverless deploy` (through S3) takes it, `serverless deploy function` and the console would not"
+        for limit in platform.direct_upload_limits()
+        if _used(sizes, limit) > limit.bytes
+    ]

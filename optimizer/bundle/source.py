@@ -79,8 +79,8 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
         part_of = {sizes.contributor(n): "code" for n, _ in pack.files_of(source)}
         part_of.update({sizes.contributor(f"artifact/{n}"): "model" for n, _ in pack.files_of(source / "artifact")})
         measured = sizes.measure_zip(zipped, part_of, extra=installed)
-        opts.say(sizes.table(measured, limits))
-        sizes.check(measured, limits)
+        opts.say(sizes.table(measured, limits, opts.direct_upload))
+        sizes.check(measured, limits, opts.direct_upload)
 
         prepare_out(out)
         for item in sorted(source.iterdir()):

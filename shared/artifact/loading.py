@@ -31,7 +31,10 @@ def read_manifest(folder: str | Path) -> Manifest:
     try:
         raw = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ArtifactError(f"{folder}: no {MANIFEST}; is this an artifact folder?") from None
+        hint = f"`slimserve optimize SPEC --out {folder}` writes one (`make demo`: artifacts/digits/1)"
+        if not Path(folder).exists():
+            raise ArtifactError(f"no artifact at {folder}: {hint}") from None
+        raise ArtifactError(f"{folder}: no {MANIFEST}; is this an artifact folder? {hint}") from None
     except (UnicodeDecodeError, ValueError) as exc:  # ValueError: bad JSON, or an integer past int's digit limit
         raise ArtifactError(f"{manifest_path}: not valid JSON ({str(exc)[:200]})") from None
     return Manifest.from_dict(raw)

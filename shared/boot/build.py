@@ -13,7 +13,7 @@ from pathlib import Path
 
 from shared.artifact.fetch import localize, locations
 from shared.boot.placement import load_model
-from shared.config import Settings
+from shared.config import LOG_FORMATS, Settings
 from shared.http.app import InferenceApp
 from shared.http.observe import JsonFormatter
 from shared.protocol.limits import Limits
@@ -22,7 +22,6 @@ from shared.serving.repository import ModelRepository
 from shared.storage import Storage
 
 log = logging.getLogger("slimserve")
-LOG_FORMATS = ("json", "text")
 
 
 @dataclass

@@ -100,7 +100,8 @@ class InferenceApp:
             "sm_runtime_invoke": lambda req, endpoint_name: self.stand_in.invoke(req, endpoint_name),
             "sm_runtime_invoke_async": lambda req, endpoint_name: self.stand_in.invoke_async(req, endpoint_name),
             "openapi": self._openapi_document,
-            "metrics": lambda req: Response(self.metrics.render(), mimetype=metrics.CONTENT_TYPE),
+            # content_type, not mimetype: werkzeug appends "; charset=utf-8" to a text mimetype, a second time here
+            "metrics": lambda req: Response(self.metrics.render(), content_type=metrics.CONTENT_TYPE),
             **self.openai.views(),
         }
 

@@ -32,6 +32,11 @@ def _errors(*codes: int) -> dict:
 
 _HEADERS = {"x-request-id": {"description": "The request's id: the caller's x-request-id, else a new one", "required": True, "schema": {"type": "string"}}}
 _AUTH = (401,)
+_METHOD_NOT_ALLOWED = {
+    "description": "Method Not Allowed: the path does not take this method (the operations listed for it do)",
+    "headers": {**_HEADERS, "Allow": {"description": "The methods the path takes", "required": True, "schema": {"type": "string"}}},
+    "content": {_JSON: {"schema": _ref("Error")}},
+}
 
 
 def _openai_errors(*codes: int) -> dict:
@@ -197,9 +202,17 @@ def build(repository, auth: bool) -> dict:
         "/v2/openapi.json": {"get": {"summary": "This document", "responses": {**_ok({"type": "object"}), **_errors(*auth_errors)}}},
         **_openai_paths(models, auth_errors),
     }
+    for operations in paths.values():  # any method a path does not take: 405 with Allow
+        for operation in operations.values():
+            operation["responses"]["405"] = _METHOD_NOT_ALLOWED
     doc = {
         "openapi": "3.0.3",
-        "info": {"title": "slimserve", "version": "2", "description": "Open Inference Protocol v2, the SageMaker container contract and OpenAI-compatible embeddings over onnxruntime."},
+        "info": {
+            "title": "slimserve",
+            "version": "2",
+            "description": "Open Inference Protocol v2, the SageMaker container contract and OpenAI-compatible embeddings over onnxruntime. "
+            "A method a path does not take is answered 405, its Allow header listing those it does.",
+        },
         "paths": paths,
         "components": {"schemas": _schemas()},
     }

@@ -58,8 +58,9 @@ def server_settings(folders: list[str], **overrides) -> Settings:
 def bind(host: str, port: int) -> socket.socket:
     try:
         sock = socket.create_server((host, port), backlog=2048)
-    except OSError as exc:
-        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    except OSError as exc:  # socket.create_server appends "(while attempting to bind ...)" to strerror: the plain one
+        reason = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
+        raise ServeError(f"cannot listen on {host}:{port}: {reason}") from None
     sock.set_inheritable(True)
     return sock
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -90,6 +91,22 @@ def test_building_again_gives_the_same_bytes(tmp_path):
     assert json.loads((outs[0] / "bundle.json").read_text())["sha256"] == first
 
 
+def test_an_unchanged_rebuild_reuses_the_zip_and_a_touched_zip_is_rebuilt(bundle, tmp_path, capsys):
+    """`serverless package` runs the builder every time: same inputs, same zip, so it is reused as it is."""
+    built, report = bundle
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    args = ["bundle", str(tiny_artifact()), "--target", "aws-lambda", "--out", str(out)]
+    assert main(args) == 0
+    assert "reusing " in capsys.readouterr().out
+    assert json.loads((out / "bundle.json").read_text())["inputs_sha256"] == report["inputs_sha256"]
+
+    (out / "slimserve.zip").write_bytes(b"not the zip bundle.json describes")
+    assert main([*args, "--quiet"]) == 0
+    assert "reusing" not in capsys.readouterr().out
+    assert hashlib.sha256((out / "slimserve.zip").read_bytes()).hexdigest() == report["sha256"]  # rebuilt, same bytes
+
+
 def differing_entries(one: Path, other: Path) -> list[str]:
     def table(folder: Path) -> dict[str, tuple]:
         with zipfile.ZipFile(folder / "slimserve.zip") as zf:
@@ -110,10 +127,30 @@ def test_over_the_limit_exits_1_with_the_numbers_and_the_three_largest(monkeypat
     err = capsys.readouterr().err
     assert code == 1
     assert "does not fit" in err and "1,048,576 bytes" in err
-    assert "zipped size" in err and "unzipped size" in err
+    assert "unzipped size" in err and "zipped size" not in err.replace("unzipped size", "")  # S3 upload: unzipped only
     for biggest in ("onnxruntime/", "numpy.libs/", "numpy/"):
         assert biggest in err
     assert not out.exists()  # nothing over the limit is left where `osls package` would pick it up
+
+    direct = main(["bundle", str(tiny_artifact()), "--target", "aws-lambda", "--out", str(out), "--quiet", "--direct-upload"])
+    err = capsys.readouterr().err
+    assert direct == 1 and "zipped size" in err.replace("unzipped size", "") and "unzipped size" in err
+
+
+def test_a_zip_over_the_direct_upload_limit_is_built_with_a_warning(monkeypatch, tmp_path, capsys):
+    """Under the S3 rule a zip over 50 MiB is fine for `serverless deploy`, but `deploy function` would fail."""
+    lam = infra.limits.PLATFORMS["aws-lambda"]
+    tight = tuple(dataclasses.replace(limit, bytes=2**20) if limit.direct_upload_only else limit for limit in lam.package)
+    monkeypatch.setitem(infra.limits.PLATFORMS, "aws-lambda", dataclasses.replace(lam, package=tight))
+    out = tmp_path / "out"
+
+    assert main(["bundle", str(tiny_artifact()), "--target", "aws-lambda", "--out", str(out), "--quiet"]) == 0
+
+    err = capsys.readouterr().err
+    assert "slimserve: warning: the zip is" in err and "over aws-lambda's 1.0 MiB zipped limit" in err
+    assert "`serverless deploy function` and the console would not" in err
+    report = json.loads((out / "bundle.json").read_text())
+    assert report["warnings"] and report["direct_upload_limit_bytes"] == 2**20 and not report["direct_upload"]
 
 
 @pytest.mark.usefixtures("python312")

@@ -11,7 +11,7 @@ import pytest
 from infra.limits import PLATFORMS, platform
 from optimizer.bundle.common import needs_tokenizer, shipped_files
 from optimizer.bundle.requirements import runtime_pins
-from optimizer.bundle.sizes import Item, Sizes, check, contributor
+from optimizer.bundle.sizes import Item, Sizes, check, contributor, direct_upload_warnings
 from optimizer.bundle.slim import first_party_uses
 from optimizer.bundle.wheels import platform_tags
 from optimizer.errors import DoesNotFit
@@ -81,8 +81,10 @@ def test_over_the_limit_names_the_numbers_and_the_three_largest():
         zipped_total=201_200_000,
         unzipped_total=260_300_000,
     )
+    check(sizes, platform("aws-lambda"))  # through S3 (`serverless deploy`): only the unzipped limit binds, and it fits
+    assert "over aws-lambda's 50.0 MiB zipped limit" in direct_upload_warnings(sizes, platform("aws-lambda"))[0]
     with pytest.raises(DoesNotFit) as caught:
-        check(sizes, platform("aws-lambda"))
+        check(sizes, platform("aws-lambda"), direct_upload=True)
     message = caught.value.message
     assert caught.value.exit_code == 1
     assert "201,200,000 bytes" in message and "52,428,800 bytes" in message  # zipped: over
@@ -101,4 +103,9 @@ def test_every_platform_limit_cites_its_source():
         assert plat.package and all(limit.source.startswith("https://") and limit.bytes > 0 for limit in plat.package)
     lam = platform("aws-lambda")
     assert {limit.bytes for limit in lam.package} == {52_428_800, 262_144_000}
+    # AWS's own words: the zipped limit is the direct upload's, S3 takes larger zips
+    assert [limit.bytes for limit in lam.package_limits()] == [262_144_000]
+    (direct,) = lam.direct_upload_limits()
+    assert "uploaded directly to Lambda. Use Amazon S3 for larger files." in direct.quote
+    assert all(limit.quote for limit in lam.package)
     assert lam.memory_bytes == lam.tmp_bytes == 10_240 * 2**20 and lam.request_bytes == 6 * 2**20

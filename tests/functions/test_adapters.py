@@ -121,3 +121,18 @@ def test_adapter_exposes_its_entry_points_and_no_other_platform(adapter, artifac
         assert triggers["openai"]["route"] == "v1/{*route}" and "function" in triggers["openai"]["authLevel"].lower()
         assert triggers["on_queue"]["queueName"] == "%SLIMSERVE_INPUT_QUEUE%"
         assert triggers["on_blob"]["path"] == "%SLIMSERVE_INPUT_CONTAINER%/{name}"
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.platform)
+def test_a_setting_that_cannot_work_fails_the_init_with_its_one_line(adapter, artifact):
+    """An unknown SLIMSERVE_LOG_FORMAT fails the platform's init (no function serves half-configured), and
+    the error it reports is one line naming the setting and what it may be."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_")}
+    env.update(SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_LOG_FORMAT="xml")
+    proc = subprocess.run([sys.executable, "-c", f"import {adapter.module}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == "ValueError: SLIMSERVE_LOG_FORMAT='xml' must be one of json, text"
+    if adapter.platform == "aws":  # powertools' JSON line: the message alone, no traceback of ours
+        (line,) = [json.loads(x) for x in proc.stdout.splitlines() if "cold start failed" in x]
+        assert line["level"] == "ERROR" and "exception" not in line
+        assert line["message"] == "cold start failed: SLIMSERVE_LOG_FORMAT='xml' must be one of json, text"

@@ -30,7 +30,11 @@ def test_aws_budget_takes_the_runtime_weight_out_of_each_package_limit():
     rooms = {r.measure: r for r in budget.rooms}
     assert rooms["unzipped"].limit == 250 * 2**20 == limits.platform("aws-lambda").package[1].bytes
     assert rooms["unzipped"].model == 250 * 2**20 - RUNTIME["aws-lambda"].unzipped
-    assert rooms["zipped"].model == 50 * 2**20 - RUNTIME["aws-lambda"].zipped
+    # `serverless deploy` uploads through S3: the 50 MiB zipped limit binds only direct uploads
+    assert "zipped" not in rooms and not budget.direct_upload
+    direct = {r.measure: r for r in budget_for("aws-lambda", direct_upload=True).rooms}
+    assert direct["zipped"].model == 50 * 2**20 - RUNTIME["aws-lambda"].zipped
+    assert direct["unzipped"] == rooms["unzipped"]
     assert (budget.memory_bytes, budget.tmp_bytes, budget.cold_start_s) == (10240 * 2**20, 10240 * 2**20, 10.0)
     gcp = {r.measure: r for r in budget_for("gcp-functions").rooms}
     assert gcp["zipped"].runtime == 0  # the platform installs the wheels: only our code and the model are uploaded
@@ -48,6 +52,13 @@ def test_fit_bundle_then_fetch_then_nowhere():
     assert "memory" in fit(Footprint(MB, MB, 900 * MB), _budget(room=1000 * MB, memory=1000 * MB)).reason
     capped = fit(Footprint(MB, MB, MB), _budget(max_model_bytes=1000))
     assert capped.delivery is None and "--max-bytes 1,000" in capped.reason
+
+
+def test_the_upload_path_decides_whether_a_35_mb_model_rides_in_the_bundle():
+    size = Footprint(35 * MB, 30 * MB, 35 * MB)  # zipped, over the 17.5 MiB a direct upload leaves after the runtime
+    assert fit(size, budget_for("aws-lambda")).delivery == "bundle"
+    direct = fit(size, budget_for("aws-lambda", direct_upload=True))
+    assert direct.delivery == "fetch" and "zipped > 18.4 MB left of the 52.4 MB zipped limit" in direct.reason
 
 
 def test_a_compressed_model_pays_its_inflated_size_in_tmp_and_the_inflate_time():
@@ -99,11 +110,12 @@ def test_a_model_over_the_budget_goes_to_the_endpoint_with_exit_code_0(tmp_path:
     spec = tiny_spec(tmp_path / "project")
     out = tmp_path / "art"
     code = main(["optimize", str(spec), "--out", str(out), "--max-bytes", "1000", "--quiet",
-                 "--candidates", "int8-static-qdq-minmax"])  # fmt: skip
+                 "--candidates", "int8-static-qdq-minmax", "--direct-upload"])  # fmt: skip
     assert code == 0
     manifest = load_artifact(out).manifest
     assert (manifest.placement, manifest.delivery) == ("endpoint", "bundle")
     assert manifest.budget["max_model_bytes"] == 1000 and manifest.budget["rooms"]
+    assert manifest.budget["direct_upload"] and {r["measure"] for r in manifest.budget["rooms"]} == {"zipped", "unzipped"}
     assert "Closest: int8-static-qdq-minmax (" in manifest.chosen.reason and "--max-bytes 1,000" in manifest.chosen.reason
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("slimserve:") and "manifest sha256" not in line]
     assert len(lines) == 1 and "placement endpoint" in lines[0] and "report.md" in lines[0]

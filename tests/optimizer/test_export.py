@@ -58,21 +58,39 @@ def _spec_with(tmp_path: Path, change, source: str = "pt"):
 
 
 MISMATCHES = {
-    "input shape": (lambda r: r["inputs"][0].update(shape=[-1, 1, 8, 9]), "inputs do not suit the model", "mat1 and mat2 shapes"),
+    "input shape": (lambda r: r["inputs"][0].update(shape=[-1, 1, 8, 9]), "the model runs on [-1, 1, 8, 8]", "mat1 and mat2 shapes"),
     "output shape": (lambda r: r["outputs"][0].update(shape=[-1, 12]), "outputs[0].shape [-1, 12] does not match", ""),
     "output dtype": (lambda r: r["outputs"][0].update(dtype="float16"), "outputs[0].dtype 'float16' does not match the model's 'float32'", ""),
-    "input rank": (lambda r: r["inputs"][0].update(shape=[-1, 64]), "inputs do not suit the model", ""),
+    "input rank": (lambda r: r["inputs"][0].update(shape=[-1, 64]), "the spec gives input [-1, 64]; the model runs on [-1, 1, 8, 8]", ""),
 }
 
 
 @pytest.mark.parametrize("case", MISMATCHES, ids=list(MISMATCHES))
-def test_spec_that_disagrees_with_the_model(tmp_path: Path, case: str):
+def test_spec_that_disagrees_with_the_model(tmp_path: Path, case: str, capfd):
     change, expected, detail = MISMATCHES[case]
     spec = _spec_with(tmp_path, change)
+    capfd.readouterr()
     with pytest.raises(SpecError) as info:
         export_fp32(spec, tmp_path / "model.onnx")
     assert expected in info.value.message and detail in info.value.message
     assert "\n" not in info.value.message
+    printed = capfd.readouterr()
+    assert "Torch IR" not in printed.err + printed.out and "graph(" not in printed.err  # nothing from the exporter's C++
+
+
+def test_the_first_layer_tells_the_width_and_where_nothing_runs_its_rule(tmp_path: Path):
+    import torch
+
+    from optimizer.shape_hint import shape_error
+
+    spec = _spec_with(tmp_path, lambda r: r["inputs"][0].update(shape=[-1, 1, 8, 8]))
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(10, 3))
+    message = shape_error(linear, spec, RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x64 and 10x3)")).message
+    assert "the model runs on [-1, 10] (its first layer 1 is Linear with weight [3, 10])" in message
+    tokens = torch.nn.Sequential(torch.nn.Embedding(100, 4), torch.nn.Flatten(), torch.nn.Linear(32, 3))
+    message = shape_error(tokens, spec, RuntimeError("Expected tensor for argument #1 'indices'")).message
+    assert "its first layer 0 is Embedding with weight [100, 4], so it takes integer token ids [N, T]" in message
+    assert "\n" not in message
 
 
 def test_onnx_source_with_other_names_or_static_batch(tmp_path: Path):

@@ -69,7 +69,7 @@ def test_cli_overrides_and_prints_the_table(tiny: Path, tmp_path: Path, capsys):
 def test_quiet_prints_a_plain_table_with_notes(tiny: Path, tmp_path: Path, capsys):
     optimize(tiny, out=tmp_path / "art", quiet=True, timing=FAST_TIMING)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["candidate", "bytes", "vs"]
+    assert lines[0].split()[:3] == ["candidate", "model", "bytes"]
     assert any("ConvInteger" in line for line in lines)  # the dynamic candidate's note names its kernels
     digest = __import__("hashlib").sha256((tmp_path / "art" / "manifest.json").read_bytes()).hexdigest()
     assert lines[-2:] == [f"artifact: {tmp_path / 'art'}",

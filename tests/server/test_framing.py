@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, RunningServer
-from tests.hardening.conftest import tiny_request
+from tests.hardening.conftest import Client, tiny_request
 from tests.helpers import write_tiny_artifact
 
 BODY = json.dumps(tiny_request()).encode()
@@ -166,5 +166,33 @@ def test_a_port_in_use_is_one_line(tmp_path):
         port = taken.getsockname()[1]
         proc = subprocess.run([sys.executable, "-m", "slimserve", "serve", str(write_tiny_artifact(tmp_path / "tiny")), "--port", str(port)],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().startswith(f"slimserve: error: cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"slimserve: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+@pytest.mark.parametrize("door", ["serve", "sagemaker"])
+def test_an_unknown_log_format_is_one_line_before_anything_starts(tmp_path, door):
+    artifact = write_tiny_artifact(tmp_path / "tiny")
+    env = {**os.environ, "SLIMSERVE_LOG_FORMAT": "xml", "SLIMSERVE_ARTIFACT": str(artifact)}
+    cmd = ["-m", "slimserve", "serve", str(artifact)] if door == "serve" else ["-m", "shared.server.sagemaker_entry", "serve"]
+    proc = subprocess.run([sys.executable, *cmd, "--port", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    prefix = "slimserve: error:" if door == "serve" else "serve: error:"
+    assert proc.returncode == 1 and proc.stdout == ""  # not even "serving ...": nothing started
+    assert proc.stderr.strip().splitlines() == [f"{prefix} SLIMSERVE_LOG_FORMAT='xml' must be one of json, text"]
+
+
+def test_text_access_lines_carry_the_request_id_status_model_and_latency(tmp_path):
+    server = RunningServer([write_tiny_artifact(tmp_path / "tiny")], env={"SLIMSERVE_LOG_FORMAT": "text", "SLIMSERVE_WORKERS": "1"})
+    try:
+        client = Client(server)
+        status, headers, _ = client.request("POST", "/v2/models/tiny/infer", tiny_request(), {"x-request-id": "req-text-1"})
+        missing = client.request("GET", "/v2/models/nosuchmodel", None, {"x-request-id": "req-text-2"})
+        client.close()
+    finally:
+        _, output = server.stop()
+    assert status == 200 and missing[0] == 404
+    lines = [line for line in output.splitlines() if "slimserve.access" in line]
+    good = r"^\S+ \S+ INFO slimserve\.access: POST /v2/models/tiny/infer 200 tiny/1 [0-9.]+ ms id=req-text-1$"
+    assert any(re.match(good, line) for line in lines), lines
+    assert any(re.search(r"GET /v2/models/nosuchmodel 404 -/- [0-9.]+ ms id=req-text-2$", line) for line in lines), lines
+    assert not any(line.startswith("{") for line in output.splitlines())  # text, not JSON

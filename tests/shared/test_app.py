@@ -104,3 +104,27 @@ def test_string_inputs_reach_the_graph_as_text(tmp_path):
     bad = b'{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":5}}]}'
     response = client.post("/v2/models/echo/infer", data=bad + b"\x01\0\0\0\xff", headers={"Inference-Header-Content-Length": str(len(bad))})
     assert response.status_code == 400 and "UTF-8" in response.json["error"]
+
+
+def test_405_names_the_methods_a_path_takes_and_the_openapi_document_says_so(client):
+    response = client.get("/v2/models/tiny/infer")
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+    assert response.json == {"error": "method GET is not allowed on /v2/models/tiny/infer"}
+    assert "GET" in client.delete("/v2/models/tiny").headers["Allow"].split(", ")
+    assert client.put("/v2/models/tiny/versions/1/infer", data="{}").headers["Allow"] == "POST"
+    doc = client.get("/v2/openapi.json").json
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            documented = operation["responses"]["405"]
+            assert "Allow" in documented["headers"] and documented["content"]["application/json"], (path, method)
+    assert "405" in doc["info"]["description"]
+
+
+def test_an_unknown_model_lists_the_served_ones(client):
+    response = client.get("/v2/models/nope")
+    assert response.status_code == 404 and response.json == {"error": "unknown model 'nope'; this server serves tiny"}
+
+
+def test_metrics_name_their_charset_once(client):
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"

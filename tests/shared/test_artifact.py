@@ -68,8 +68,10 @@ def test_files_outside_the_folder_are_refused(tiny_artifact, tmp_path):
 
 
 def test_not_an_artifact(tmp_path):
-    with pytest.raises(ArtifactError, match="no manifest.json"):
+    with pytest.raises(ArtifactError, match="no manifest.json; is this an artifact folder"):
         load_artifact(tmp_path)
+    with pytest.raises(ArtifactError, match=r"no artifact at .*absent: `slimserve optimize SPEC --out .*absent` writes one"):
+        load_artifact(tmp_path / "absent")
     (tmp_path / "manifest.json").write_text("{")
     with pytest.raises(ArtifactError, match="not valid JSON"):
         load_artifact(tmp_path)

@@ -16,7 +16,7 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from shared.client import InferenceClient, InvokeError
+from shared.client import InferenceClient, InvokeError, cast_to
 from tests.batch.models import write_word_count_artifact
 from tests.conftest import ROOT
 
@@ -71,7 +71,65 @@ def test_invoke_reports_a_client_error_once_with_the_server_message(served, tmp_
     assert proc.returncode == 1
     assert proc.stderr.strip() == "slimserve: error: 400 Bad Request: input 'input' has shape [1, 5], model 'tiny' expects [-1, 4] (-1 = any)"
     proc = invoke(url, "nope", "--text", "x")
-    assert proc.returncode == 1 and "404 Not Found: unknown model 'nope'" in proc.stderr
+    assert proc.returncode == 1 and "404 Not Found: unknown model 'nope'; this server serves tiny, words" in proc.stderr
+
+
+def test_invoke_json_reads_a_binary_extension_response(served, tmp_path):
+    """A request body asking for binary outputs gets the binary tensor extension back (JSON head + raw bytes)."""
+    url, tiny = served
+    x = [[1.0, -2.0, 0.5, 3.0]]
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": x}], "parameters": {"binary_data_output": True}}
+    (tmp_path / "req.json").write_text(json.dumps(body))
+
+    proc = invoke(url, "tiny", "--json", str(tmp_path / "req.json"))
+
+    assert proc.returncode == 0, proc.stderr
+    assert "logits float32 [1, 3]" in proc.stdout and "probs float32 [1, 3]" in proc.stdout
+    response = InferenceClient(url).infer_json("tiny", body)
+    assert all("binary_data_size" in o["parameters"] for o in response.doc["outputs"])  # it did come back binary
+    want = ort.InferenceSession(str(tiny / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": np.float32(x)})
+    np.testing.assert_array_equal(response.outputs["logits"], want[0])
+    np.testing.assert_array_equal(response.outputs["probs"], want[1])
+
+
+def test_invoke_npy_casts_numpys_float64_to_the_models_fp32(served, tmp_path):
+    url, tiny = served
+    x = np.random.default_rng(1).normal(size=(3, 4))  # float64, numpy's default
+    np.save(tmp_path / "x.npy", x)
+
+    proc = invoke(url, "tiny", "--npy", str(tmp_path / "x.npy"))
+
+    assert proc.returncode == 0, proc.stderr
+    assert "probs float32 [3, 3]" in proc.stdout
+    inputs = InferenceClient(url).inputs_for("tiny", array=x)  # the metadata says FP32
+    assert inputs["input"].dtype == np.float32
+    np.save(tmp_path / "ints.npy", np.array([[1, 2, 3, 4]]))  # int64 -> FP32: exact for such integers
+    assert invoke(url, "tiny", "--npy", str(tmp_path / "ints.npy")).returncode == 0
+
+
+def test_a_cast_that_would_lose_values_is_refused():
+    assert cast_to(np.array([[1, 2]], np.int64), "INT32", "ids").dtype == np.int32
+    assert cast_to(np.array([True]), "BOOL", "flag").dtype == np.bool_
+    for array, datatype in [(np.array([1.5]), "INT64"), (np.array([2**40]), "INT32"), (np.array([-1]), "UINT8")]:
+        with pytest.raises(InvokeError, match=f"input 'x' is {datatype}; the array is .* cannot be cast to it without loss"):
+            cast_to(array, datatype, "x")
+
+
+def test_a_url_without_a_scheme(served, tmp_path):
+    """Loopback is plain HTTP, as tritonclient takes `127.0.0.1:8000`; elsewhere the user is told what to write."""
+    url, _ = served
+    np.save(tmp_path / "x.npy", np.zeros((1, 4), np.float32))
+    bare = url.removeprefix("http://")
+    assert invoke(bare, "tiny", "--npy", str(tmp_path / "x.npy")).returncode == 0
+    assert InferenceClient("localhost:8080").url == "http://localhost:8080"
+    proc = invoke("api.example.com/prod", "tiny", "--npy", str(tmp_path / "x.npy"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "slimserve: error: URL 'api.example.com/prod' has no scheme: write https://api.example.com/prod "
+        "(or http://api.example.com/prod for a plain-HTTP server)"
+    )
+    with pytest.raises(InvokeError, match="only http:// and https://"):
+        InferenceClient("ftp://example.com")
 
 
 # --- throttling ------------------------------------------------------------------------------------

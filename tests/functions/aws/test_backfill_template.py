@@ -14,7 +14,8 @@ import pytest
 from shared.batch.s3_sqs import unwrap_sqs
 from tests.conftest import ROOT
 
-pytest.importorskip("cfnlint", reason="cfn-lint is not installed (pip install cfn-lint)")
+import cfnlint  # noqa: E402,F401  (the dev extra: always installed where the suite runs)
+from tests.tools import need_module
 
 TEMPLATE = ROOT / "infra" / "aws" / "backfill.yaml"
 
@@ -73,7 +74,7 @@ def evaluate(expression: str, states: dict):
 
 
 def test_each_child_sends_what_the_batch_handler_reads(template):
-    pytest.importorskip("jsonata", reason="jsonata-python is not installed (dev extra)")
+    need_module("jsonata", "install the dev extra (make test does)")
     doc = definition(template)
     each = doc["States"]["EachObject"]
     assert each["ItemReader"]["Resource"] == "arn:aws:states:::s3:listObjectsV2" and each["ItemBatcher"]["MaxItemsPerBatch"] == 10
@@ -96,7 +97,7 @@ def test_each_child_sends_what_the_batch_handler_reads(template):
 
 
 def test_an_execution_lists_its_input_prefix_or_the_default(template):
-    pytest.importorskip("jsonata", reason="jsonata-python is not installed (dev extra)")
+    need_module("jsonata", "install the dev extra (make test does)")
     prefix = definition(template)["States"]["EachObject"]["ItemReader"]["Arguments"]["Prefix"]
     assert evaluate(prefix, {"input": {"prefix": "incoming/2024/"}}) == "incoming/2024/"
     assert evaluate(prefix, {"input": {}}) == "incoming/"

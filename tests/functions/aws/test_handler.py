@@ -296,7 +296,7 @@ def test_a_bad_artifact_fails_the_init_loudly(tmp_path, artifact, breakage):
     )
     assert proc.returncode != 0
     assert "shared.errors.ArtifactError" in proc.stderr
-    expected = "no manifest.json" if breakage == "missing" else "sha256 of model.onnx"
+    expected = f"no artifact at {folder}" if breakage == "missing" else "sha256 of model.onnx"
     assert expected in proc.stderr
     log_lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     failure = next(line for line in log_lines if line["message"].startswith("cold start failed"))

@@ -1,0 +1,104 @@
+'use strict';
+// osls plugin: `serverless package` and `serverless deploy` build the zip they deploy, as
+// serverless-python-requirements builds requirements. Before osls looks for `package.artifact`, it runs
+//
+//   PYTHON -m slimserve bundle ARTIFACT --target aws-lambda --arch ARCH --python X.Y --out DIR
+//
+// with ARTIFACT the `bundleArtifact` param, ARCH and X.Y from `provider.architecture` / `provider.runtime`,
+// DIR the folder of `package.artifact`, PYTHON $SLIMSERVE_PYTHON or the project's .venv/bin/python.
+// The builder reuses its previous zip when nothing it is made from changed (optimizer/bundle/reuse.py).
+// `deploy function` uploads the zip directly to Lambda, where a 50 MiB zipped limit applies that S3
+// uploads do not have: a bigger zip stops here with what to run instead.
+// `--param="buildBundle=false"` packages whatever zip is already there.
+
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const path = require('path');
+
+const MiB = 2 ** 20;
+
+class SlimserveBundle {
+  constructor(serverless, options, utils = {}) {
+    this.serverless = serverless;
+    this.log = utils.log || { notice: (text) => process.stderr.write(`${text}\n`) };
+    this.hooks = {
+      'before:package:createDeploymentArtifacts': () => this.bundle(false),
+      'before:package:function:package': () => this.bundle(true),
+    };
+  }
+
+  fail(message) {
+    throw new this.serverless.classes.Error(message, 'SLIMSERVE_BUNDLE');
+  }
+
+  settings() {
+    const service = this.serverless.service;
+    const custom = (service.custom && service.custom.slimserveBundle) || {};
+    const zip = service.package && service.package.artifact;
+    if (!zip) this.fail('serverless.yml has no package.artifact: the slimserve bundle plugin builds that zip');
+    const runtime = String(service.provider.runtime || 'python3.12');
+    return {
+      build: String(custom.build) !== 'false',
+      artifact: String(custom.artifact || ''),
+      arch: String(service.provider.architecture || 'x86_64'),
+      python: runtime.replace(/^python/, ''),
+      zip,
+      out: path.dirname(zip),
+    };
+  }
+
+  interpreter(dir) {
+    const chosen = process.env.SLIMSERVE_PYTHON || path.join(dir, '.venv', 'bin', 'python');
+    if (!fs.existsSync(chosen)) {
+      this.fail(
+        `no Python with slimserve at ${chosen}: run \`make demo\` (it creates .venv), ` +
+          'or set SLIMSERVE_PYTHON to one with slimserve[optimizer,aws] installed'
+      );
+    }
+    return chosen;
+  }
+
+  bundle(directUpload) {
+    const dir = this.serverless.serviceDir;
+    const s = this.settings();
+    if (!s.build) return;
+    if (!s.artifact) this.fail('the bundleArtifact param is empty: name the artifact folder to bundle');
+    if (!fs.existsSync(path.resolve(dir, s.artifact, 'manifest.json'))) {
+      this.fail(
+        `no artifact at ${s.artifact}: run \`make demo\` (or \`slimserve optimize SPEC --out ${s.artifact}\`), ` +
+          'or name another with --param="bundleArtifact=DIR"'
+      );
+    }
+    const args = ['-m', 'slimserve', 'bundle', s.artifact, '--target', 'aws-lambda', '--arch', s.arch];
+    args.push('--python', s.python, '--out', s.out);
+    this.log.notice(`slimserve bundle ${s.artifact} --arch ${s.arch} --python ${s.python} --out ${s.out}`);
+    const run = spawnSync(this.interpreter(dir), args, {
+      cwd: dir,
+      stdio: ['ignore', 'inherit', 'pipe'],
+      encoding: 'utf-8',
+      maxBuffer: 16 * MiB,
+    });
+    if (run.stderr) process.stderr.write(run.stderr);
+    if (run.error) this.fail(`cannot run slimserve bundle: ${run.error.message}`);
+    if (run.status !== 0) {
+      const said = (run.stderr || '').split('\n').filter((line) => line.startsWith('slimserve: error: '));
+      const why = said.length ? said[said.length - 1].replace('slimserve: error: ', '') : `exit ${run.status}`;
+      this.fail(`slimserve bundle failed: ${why}`);
+    }
+    if (directUpload) this.checkDirectUpload(path.resolve(dir, s.out, 'bundle.json'), s.zip);
+  }
+
+  checkDirectUpload(reportPath, zip) {
+    const report = JSON.parse(fs.readFileSync(reportPath, 'utf-8'));
+    const limit = report.direct_upload_limit_bytes;
+    const size = report.sizes && report.sizes.zipped_bytes;
+    if (limit && size > limit) {
+      this.fail(
+        `${zip} is ${(size / MiB).toFixed(1)} MiB, over Lambda's ${(limit / MiB).toFixed(0)} MiB limit ` +
+          'for a direct upload, which `deploy function` is: run `serverless deploy` (it uploads through S3)'
+      );
+    }
+  }
+}
+
+module.exports = SlimserveBundle;
