@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from shared.protocol.datatypes import numpy_dtype, oip_datatype
 from shared.errors import InvalidTensor, LimitExceeded, MalformedRequest
 from shared.protocol import jsontext
+from shared.protocol.bytes_tensor import deserialize_bytes, serialize_bytes
 from shared.protocol.limits import Limits
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -26,7 +26,6 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 # header's length rides in it, as SageMaker's Triton containers do it.
 BINARY_CONTENT_TYPE = "application/vnd.sagemaker-triton.binary+json"
 _HEADER_SIZE_PARAM = "json-header-size"
-_LEN = struct.Struct("<I")
 _MAX_DIMS, _MAX_DIM = 32, 2**62  # numpy's own bounds, so a shape never fails inside numpy
 
 
@@ -241,38 +240,6 @@ def _flatten_strings(name: str, data: list, max_string_bytes: int | None = None)
         else:
             stack.pop()
     return flat
-
-
-def deserialize_bytes(raw: memoryview | bytes, count: int, name: str = "", max_string_bytes: int | None = None) -> np.ndarray:
-    # Every element costs at least its 4-byte length prefix: a count the bytes cannot hold is refused
-    # before the object array it would size is allocated.
-    if count * 4 > len(raw):
-        raise InvalidTensor(f"input {name!r}: BYTES data ends after {len(raw) // 4:,} of {count:,} elements at most (each needs a 4-byte length)")
-    out = np.empty(count, dtype=object)
-    pos = 0
-    for i in range(count):
-        if pos + 4 > len(raw):
-            raise InvalidTensor(f"input {name!r}: BYTES data ends after {i} of {count} elements")
-        (n,) = _LEN.unpack_from(raw, pos)
-        pos += 4
-        if max_string_bytes is not None and n > max_string_bytes:
-            raise LimitExceeded(f"tensor {name!r} has a BYTES element of {n:,} bytes, over SLIMSERVE_MAX_STRING_BYTES={max_string_bytes:,}")
-        if pos + n > len(raw):
-            raise InvalidTensor(f"input {name!r}: BYTES element {i} claims {n} bytes past the end")
-        out[i] = bytes(raw[pos : pos + n])
-        pos += n
-    if pos != len(raw):
-        raise InvalidTensor(f"input {name!r}: {len(raw) - pos} bytes left after {count} BYTES elements")
-    return out
-
-
-def serialize_bytes(array: np.ndarray) -> bytes:
-    parts = []
-    for item in array.reshape(-1):
-        data = item if isinstance(item, bytes) else str(item).encode("utf-8")
-        parts.append(_LEN.pack(len(data)))
-        parts.append(data)
-    return b"".join(parts)
 
 
 def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
