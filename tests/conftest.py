@@ -21,7 +21,8 @@ def _restore_environ():
     os.environ.update(saved)
 
 
-@pytest.fixture
+# session scope: checked before any module-scoped fixture that would start osls (and fail unnamed)
+@pytest.fixture(scope="session")
 def osls_cli():
     need("osls (node_modules/.bin/osls)", (ROOT / "node_modules" / ".bin" / "osls").exists(), "run `npm ci` (make test does), which needs node")
 

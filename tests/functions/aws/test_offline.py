@@ -21,7 +21,7 @@ from tests.tools import need
 OSLS = ROOT / "node_modules" / ".bin" / "osls"
 PLUGIN = ROOT / "node_modules" / "serverless-offline"
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")  # before the module-scoped server it guards
 def _serverless_offline():
     need("serverless-offline (node_modules)", OSLS.exists() and PLUGIN.exists(), "run `npm ci` (make test does), which needs node")
 
