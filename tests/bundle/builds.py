@@ -42,6 +42,16 @@ def tiny_lambda_bundle() -> tuple[Path, dict]:
     return out, report
 
 
+@cache
+def text_lambda_bundle() -> tuple[Path, dict]:
+    """The same for a text artifact: the largest runtime a Lambda bundle carries (tokenizers joins it)."""
+    from optimizer.bundle import aws_lambda
+
+    out = _session_dir() / "aws-lambda-text"
+    report = aws_lambda.build(write_text_artifact(_session_dir() / "words"), out, Options(target="aws-lambda", quiet=True))
+    return out, report
+
+
 def write_text_artifact(folder: Path, task: str = "regression") -> Path:
     """A text model in miniature: a word-level tokenizer.json (built with `tokenizers`) and a graph that
     averages the token ids, so an answer shows the tokenizer ran: "hello world" -> ids [2, 3] -> 2.5.
