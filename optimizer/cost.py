@@ -11,7 +11,8 @@ at batch 1, taken with `threads` onnxruntime threads on one core each here, scal
 gets at that memory: a function with v < threads vCPUs runs the same work v/threads as fast (Lambda:
 1,769 MB = 1 vCPU, so at 128 MB a request takes 1769/128 = 13.8x as long); more vCPUs than threads do not
 speed up one request. It is the model's run only (not the handler's JSON): a lower bound on the bill.
-One core here is assumed to match one vCPU there; that is not measured.
+One core here is assumed to match one vCPU there, and Lambda's arm64 to run as fast as this x86_64 machine;
+neither is measured.
 """
 
 from __future__ import annotations

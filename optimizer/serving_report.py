@@ -27,6 +27,7 @@ def serving_lines(serving: dict | None) -> list[str]:
                 f"- cost on {cost['target']} {arch}: **${cost['per_million_usd']:.4f} per million requests** at {cost['memory_mb']} MB "
                 f"({cost['vcpus']:g} vCPU: p50 scaled to {cost['duration_ms']:.3f} ms, billed {cost['billed_ms']:g} ms; prices "
                 f"{cost['price_source']}, recorded {cost['price_recorded']})"
+                + ("; the duration measured here on x86_64 is assumed, arm64 was not measured" if arch != "x86_64" else "")
             )
     else:
         lines.append(f"- serving memory not measured: {serving.get('why', '?')}")
