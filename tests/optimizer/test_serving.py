@@ -183,3 +183,14 @@ def test_a_target_memory_below_the_measured_peak_places_the_model_on_the_endpoin
     assert manifest.placement == "endpoint" and "measured peak RSS" in manifest.chosen.reason
     assert "serving" not in manifest.extra  # not the function's to size
     assert all(not f["delivery"] and f["memory_measured"] for f in manifest.extra["optimizer"]["candidates"].values())
+
+
+def test_the_spec_names_an_objective_and_a_wrong_one_is_one_line(tmp_path):
+    from optimizer.errors import SpecError
+    from optimizer.spec import load_spec
+
+    assert load_spec(tiny_spec(tmp_path / "a", objective="cost")).objective == "cost"
+    assert load_spec(tiny_spec(tmp_path / "b")).objective == "size"
+    with pytest.raises(SpecError, match=r"objective .*cheap.* one of size, latency, accuracy, cost") as caught:
+        load_spec(tiny_spec(tmp_path / "c", objective="cheap"))
+    assert "\n" not in caught.value.message
