@@ -46,7 +46,7 @@ LAMBDA_MB_PER_VCPU = 1769
 LAMBDA_MEMORY_MB = (128, 10_240)  # any whole MB in this range (AWS_MEMORY)
 # Cloud Run functions (GCF 2nd gen): the memory tiers and the vCPUs each gets by default (GCF_MEMORY).
 GCF_TIERS_MB_VCPU = ((128, 0.083), (256, 0.167), (512, 0.333), (1024, 0.583), (2048, 1.0), (4096, 2.0), (8192, 2.0),
-                     (16_384, 4.0), (32_768, 8.0))  # fmt: skip
+                     (16_384, 4.0), (32_768, 8.0))
 # Azure Consumption: one fixed 1.5 GB instance size, about one core (ACU 100) (AZURE_LIMITS).
 AZURE_CONSUMPTION_MB_VCPU = (1536, 1.0)
 

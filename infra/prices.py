@@ -39,20 +39,24 @@ class Price:
     note: str = NOTE
 
 
+_AWS = {"per_vcpu_s": 0.0, "per_million_requests": 0.20, "granularity_s": 0.001, "minimum_s": 0.001, "min_memory_mb": 128}
 PRICES: dict[tuple[str, str], Price] = {
     # us-east-1, first pricing tier (the first 6 billion GB-s a month); 1 ms billing since December 2020
-    ("aws-lambda", "x86_64"): Price("aws-lambda", "x86_64", "us-east-1", 0.0000166667, 0.0, 0.20, 0.001, 0.001, 128,
-                                    AWS_LAMBDA_PRICING),  # fmt: skip
-    ("aws-lambda", "arm64"): Price("aws-lambda", "arm64", "us-east-1", 0.0000133334, 0.0, 0.20, 0.001, 0.001, 128,
-                                   AWS_LAMBDA_PRICING),  # fmt: skip
-    # Tier 1 regions (us-central1...), request-based billing: CPU and memory while a request is handled,
-    # rounded up to the nearest 100 ms; memory per GiB-second
-    ("gcp-functions", "x86_64"): Price("gcp-functions", "x86_64", "us-central1", 0.0000025, 0.000024, 0.40, 0.1, 0.1, 128,
-                                       GCF_PRICING),  # fmt: skip
+    ("aws-lambda", "x86_64"): Price("aws-lambda", "x86_64", "us-east-1", per_gb_s=0.0000166667, source=AWS_LAMBDA_PRICING, **_AWS),
+    ("aws-lambda", "arm64"): Price("aws-lambda", "arm64", "us-east-1", per_gb_s=0.0000133334, source=AWS_LAMBDA_PRICING, **_AWS),
+    # Tier 1 regions (us-central1...), request-based billing: CPU and memory while a request is handled, rounded
+    # up to the nearest 100 ms; memory per GiB-second
+    ("gcp-functions", "x86_64"): Price(
+        "gcp-functions", "x86_64", "us-central1", per_gb_s=0.0000025, per_vcpu_s=0.000024, per_million_requests=0.40,
+        granularity_s=0.1, minimum_s=0.1, min_memory_mb=128, source=GCF_PRICING,
+    ),
     # Consumption plan: observed memory rounded up to 128 MB, at least 100 ms and 128 MB per execution
-    ("azure-functions", "x86_64"): Price("azure-functions", "x86_64", "any", 0.000016, 0.0, 0.20, 0.001, 0.1, 128,
-                                         AZURE_FUNCTIONS_PRICING),  # fmt: skip
+    ("azure-functions", "x86_64"): Price(
+        "azure-functions", "x86_64", "any", per_gb_s=0.000016, per_vcpu_s=0.0, per_million_requests=0.20,
+        granularity_s=0.001, minimum_s=0.1, min_memory_mb=128, source=AZURE_FUNCTIONS_PRICING,
+    ),
 }
+
 
 def price(target: str, arch: str = "x86_64") -> Price:
     try:

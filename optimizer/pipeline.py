@@ -219,8 +219,9 @@ def _print_serving(serving: dict, target: str) -> None:
         return
     cost = next(iter(serving.get("cost", {}).values()), None)
     priced = f"; ${cost['per_million_usd']:.4f} per million requests on {target} {cost['arch']}" if cost else ""
-    print(f"slimserve: recommended memory {serving['recommended_memory_mb']} MB (peak RSS {serving['peak_rss_bytes'] / 2**20:,.0f} MiB "
-          f"at {serving['batch']} rows x {serving['headroom']:g}){priced}; cold start ~{serving['cold_start']['total_s']:.2f} s")  # fmt: skip
+    peak = f"peak RSS {serving['peak_rss_bytes'] / 2**20:,.0f} MiB at {serving['batch']} rows x {serving['headroom']:g}"
+    cold = f"cold start ~{serving['cold_start']['total_s']:.2f} s"
+    print(f"slimserve: recommended memory {serving['recommended_memory_mb']} MB ({peak}){priced}; {cold}")
 
 
 def _facts(
@@ -253,7 +254,7 @@ def _budget(budget: Budget, chosen: Fit | None) -> dict:
     out = budget.to_dict()
     if chosen is not None:
         out["chosen"] = {"memory_bytes": chosen.memory, "cold_start_s": round(chosen.cold_start_s, 3), "fit": chosen.reason,
-                         "measured": chosen.measured}  # fmt: skip
+                         "measured": chosen.measured}
     return out
 
 

@@ -102,7 +102,7 @@ def _budget_lines(manifest: Manifest) -> list[str]:
     chosen = budget.get("chosen")
     if chosen:
         lines.append(f"- chosen: ~{_n(chosen.get('memory_bytes'))} bytes of memory, ~{chosen.get('cold_start_s', 0):.2f} s cold start "
-                     f"({'memory measured' if chosen.get('measured') else 'estimates'})")  # fmt: skip
+                     f"({'memory measured' if chosen.get('measured') else 'estimates'})")
     return lines
 
 

@@ -79,7 +79,7 @@ def cold_start(size: Footprint, where: Fit, budget: Budget, serving: Serving | N
         "download": f"deployed bytes at {a.fetch_bytes_per_s / limits.MB:g} MB/s ({limits.S3_GET_SOURCE})" if fetched
         else "in the bundle: Lambda fetches the code before the init phase, outside its limit",
         "beyond_init": "" if total <= budget.cold_start_s else beyond_init(budget.target).strip(" ()"),
-    }  # fmt: skip
+    }
 
 
 def serving_extra(budget: Budget, chosen: dict, serving: Serving | None, cold: dict, failure: str | None) -> dict:

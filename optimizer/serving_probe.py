@@ -62,12 +62,13 @@ class Serving:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "session_create_s": round(self.session_create_s, 4), "import_s": round(self.import_s, 4),
-                "run_s": round(self.run_s, 4), "peak_rss_at_limit_bytes": self.at_limit_bytes}  # fmt: skip
+                "run_s": round(self.run_s, 4), "peak_rss_at_limit_bytes": self.at_limit_bytes}
 
 
-def plan(input_shapes: list[tuple[int, ...]], text_length: int | None, limits: Limits = Limits()) -> Plan:
+def plan(input_shapes: list[tuple[int, ...]], text_length: int | None, limits: Limits | None = None) -> Plan:
     """The probe's batch for a model with these spec input shapes (-1: dynamic); `text_length`: a text
-    model's max_length in tokens."""
+    model's max_length in tokens; `limits`: the runtime's defaults unless given."""
+    limits = limits or Limits()
     if text_length:
         limit = min(limits.max_request_batch, limits.max_elements)
         batch = max(1, min(limit, PROBE_TOKENS // text_length))
@@ -75,7 +76,8 @@ def plan(input_shapes: list[tuple[int, ...]], text_length: int | None, limits: L
         return Plan(batch, limit, text_length, how)
     row = sum(math.prod(max(1, d) for d in shape[1:]) for shape in input_shapes) or 1
     limit = max(1, min(limits.max_request_batch, limits.max_elements // row))
-    how = f"{limit} rows of {row:,} elements (SLIMSERVE_MAX_REQUEST_BATCH {limits.max_request_batch:,}, MAX_ELEMENTS {limits.max_elements:,})"
+    bounds = f"SLIMSERVE_MAX_REQUEST_BATCH {limits.max_request_batch:,}, MAX_ELEMENTS {limits.max_elements:,}"
+    how = f"{limit} rows of {row:,} elements ({bounds})"
     return Plan(limit, limit, 1, how)
 
 
@@ -84,8 +86,8 @@ def measure(model: Path, probe: Plan, threads: int = 1) -> Serving:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH", "")]))}
     args = json.dumps({"batches": [max(1, probe.batch // 2), probe.batch], "length": probe.length, "threads": threads})
     try:
-        proc = subprocess.run([sys.executable, "-m", "optimizer.serving_probe", str(model), args], env=env, cwd=_ROOT,
-                              capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
+        command = [sys.executable, "-m", "optimizer.serving_probe", str(model), args]
+        proc = subprocess.run(command, env=env, cwd=_ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"the serving probe ran past {TIMEOUT_S} s") from None
     if proc.returncode != 0:
@@ -93,7 +95,7 @@ def measure(model: Path, probe: Plan, threads: int = 1) -> Serving:
         raise RuntimeError(f"the serving probe failed: {said[:200]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     return Serving(out["peaks"][1], out["peaks"][0], out["create_s"], out["import_s"], out["run_s"], probe.batch,
-                   probe.limit_batch, probe.how)  # fmt: skip
+                   probe.limit_batch, probe.how)
 
 
 def _peak_rss() -> int:
@@ -132,7 +134,7 @@ def _child(model: str, raw: str) -> None:
 
 
 _DTYPES = {"float": "float32", "float16": "float16", "double": "float64", "int64": "int64", "int32": "int32",
-           "int8": "int8", "uint8": "uint8", "bool": "bool", "string": "object"}  # fmt: skip
+           "int8": "int8", "uint8": "uint8", "bool": "bool", "string": "object"}
 
 
 def _tensor(np, node, batch: int, length: int):

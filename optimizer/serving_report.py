@@ -9,18 +9,18 @@ def serving_lines(serving: dict | None) -> list[str]:
     lines = ["", "## Serving", ""]
     if serving.get("measured"):
         mib = 2**20
-        lines += [
-            f"- peak RSS **{serving['peak_rss_bytes'] / mib:,.1f} MiB** ({serving['peak_rss_bytes']:,} bytes), measured in a fresh runtime "
-            f"process: onnxruntime session made with the runtime's options, then one run of {serving['how']}",
-            f"- session creation **{serving['session_create_s']:.3f} s** (measured; imports {serving['import_s']:.3f} s)",
-            f"- recommended memory **{serving['recommended_memory_mb']} MB**: {serving['memory_rule']}; the target allows "
-            f"{serving['target_memory_bytes'] / mib:,.0f} MiB",
-        ]
+        peak = serving["peak_rss_bytes"]
+        lines.append(f"- peak RSS **{peak / mib:,.1f} MiB** ({peak:,} bytes), measured in a fresh runtime process: onnxruntime "
+                     f"session made with the runtime's options, then one run of {serving['how']}")
+        lines.append(f"- session creation **{serving['session_create_s']:.3f} s** (measured; imports {serving['import_s']:.3f} s)")
+        lines.append(f"- recommended memory **{serving['recommended_memory_mb']} MB**: {serving['memory_rule']}; the target "
+                     f"allows {serving['target_memory_bytes'] / mib:,.0f} MiB")
         if serving["limit_batch"] > serving["batch"]:
             lines.append(
                 f"- the request limits admit {serving['limit_batch']:,} rows; extrapolated linearly from the runs at "
-                f"{max(1, serving['batch'] // 2)} and {serving['batch']} rows, that takes ~{serving['peak_rss_at_limit_bytes'] / mib:,.0f} MiB: "
-                f"SLIMSERVE_MAX_REQUEST_BATCH={serving['batch']} holds requests to what was measured"
+                f"{max(1, serving['batch'] // 2)} and {serving['batch']} rows, that takes "
+                f"~{serving['peak_rss_at_limit_bytes'] / mib:,.0f} MiB: SLIMSERVE_MAX_REQUEST_BATCH={serving['batch']} holds "
+                "requests to what was measured"
             )
         for arch, cost in serving.get("cost", {}).items():
             lines.append(

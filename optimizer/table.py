@@ -31,7 +31,7 @@ def rows(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
     # per-candidate sizes and fit, where the optimizer recorded them (optimizer/pipeline.py `_facts`)
     facts = manifest.extra.get("optimizer", {}).get("candidates", {})
     header = ["candidate", "model bytes", "x smaller", "params", *names, "p50 ms", "x faster", "peak RSS MiB", "memory MB", "$/M req",
-              "within tol", "ships as", "note"]  # fmt: skip
+              "within tol", "ships as", "note"]
     body = []
     for c in manifest.candidates:
         mark = "*" if c.name == manifest.chosen.candidate else " "

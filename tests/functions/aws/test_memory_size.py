@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from shared.artifact.loading import read_manifest
 from slimserve.cli import main
 from tests.optimizer.conftest import tiny_spec
 from tests.osls import packaged_template, run_osls, service_folder
-from shared.artifact.loading import read_manifest
 
 pytestmark = pytest.mark.usefixtures("osls_cli")
 
@@ -41,7 +41,7 @@ def test_a_number_overrides_the_recommendation(artifact, tmp_path):
 def test_a_bad_memory_size_is_one_line(artifact, tmp_path):
     service = service_folder(tmp_path / "service")
     proc = run_osls(service, "package", "--package", str(tmp_path / "out"), "--param=buildBundle=false",
-                    f"--param=bundleArtifact={artifact}", "--param=memorySize=lots")  # fmt: skip
+                    f"--param=bundleArtifact={artifact}", "--param=memorySize=lots")
     said = proc.stdout + proc.stderr
     assert proc.returncode != 0 and 'the memorySize param "lots" must be auto or a whole number of MB from 128 to 10240' in said
     assert "Traceback" not in said and "    at " not in said
