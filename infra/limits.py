@@ -26,6 +26,29 @@ AWS_ACCOUNT_LIMIT = "https://docs.aws.amazon.com/lambda/latest/api/API_AccountLi
 AWS_HTTP_API_QUOTAS = "https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html"
 GCF_QUOTAS = "https://cloud.google.com/functions/quotas"
 AZURE_LIMITS = "https://learn.microsoft.com/azure/azure-functions/functions-scale#service-limits"
+AWS_MEMORY = "https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html"
+AWS_LIFECYCLE = "https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html"
+S3_PERFORMANCE = (
+    "https://docs.aws.amazon.com/whitepapers/latest/s3-optimizing-performance-best-practices/"
+    "horizontal-scaling-and-request-parallelization-for-high-throughput.html"
+)
+GCF_MEMORY = "https://cloud.google.com/functions/docs/configuring/memory"
+
+# One GET connection to S3 from inside the region. AWS's performance guidance: "make one concurrent request
+# for each 85-90 MB/s of desired network throughput" (S3_PERFORMANCE); a Lambda's network reaches several
+# hundred MB/s with parallel ranged reads. The runtime's fetch (shared/artifact/fetch.py) reads an object
+# over one connection today, so the lower single-connection figure is the one a cold start can count on.
+S3_GET_BYTES_PER_S = 85 * MB
+S3_GET_SOURCE = f"{S3_PERFORMANCE}: 85-90 MB/s per GET connection; one connection assumed"
+
+# Lambda gives CPU in proportion to memory: "at 1,769 MB, a function has the equivalent of one vCPU" (AWS_MEMORY).
+LAMBDA_MB_PER_VCPU = 1769
+LAMBDA_MEMORY_MB = (128, 10_240)  # any whole MB in this range (AWS_MEMORY)
+# Cloud Run functions (GCF 2nd gen): the memory tiers and the vCPUs each gets by default (GCF_MEMORY).
+GCF_TIERS_MB_VCPU = ((128, 0.083), (256, 0.167), (512, 0.333), (1024, 0.583), (2048, 1.0), (4096, 2.0), (8192, 2.0),
+                     (16_384, 4.0), (32_768, 8.0))
+# Azure Consumption: one fixed 1.5 GB instance size, about one core (ACU 100) (AZURE_LIMITS).
+AZURE_CONSUMPTION_MB_VCPU = (1536, 1.0)
 
 
 @dataclass(frozen=True)
@@ -157,6 +180,29 @@ PLATFORMS: dict[str, Platform] = {
         sources=(AZURE_LIMITS,),
     ),
 }
+
+
+def memory_size_mb(target: str, needed_mb: float) -> int | None:
+    """The smallest memory setting of `target` that holds `needed_mb`; None when none does.
+
+    Lambda takes any whole MB from 128 to 10,240: we round up to a multiple of 64 MB, a size people read
+    as a setting, not a measurement. GCF takes its tiers; Azure Consumption has one size.
+    """
+    if target == "aws-lambda":
+        low, high = LAMBDA_MEMORY_MB
+        size = max(low, int(-(-needed_mb // 64)) * 64)  # ceil to 64 MB
+        return size if size <= high else None
+    sizes = {"gcp-functions": [mb for mb, _ in GCF_TIERS_MB_VCPU], "azure-functions": [AZURE_CONSUMPTION_MB_VCPU[0]]}
+    return next((mb for mb in sizes.get(target, ()) if mb >= needed_mb), None)
+
+
+def vcpus_at(target: str, memory_mb: int) -> float:
+    """The share of a CPU a function of `target` gets at `memory_mb`."""
+    if target == "aws-lambda":
+        return memory_mb / LAMBDA_MB_PER_VCPU
+    if target == "gcp-functions":
+        return next((cpu for mb, cpu in GCF_TIERS_MB_VCPU if mb >= memory_mb), GCF_TIERS_MB_VCPU[-1][1])
+    return AZURE_CONSUMPTION_MB_VCPU[1]
 
 
 def platform(name: str) -> Platform:

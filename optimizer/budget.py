@@ -9,8 +9,12 @@ run in the function when it fits memory and /tmp and its fetch + inflate + load 
 budget (`delivery: fetch`, the artifact pulled from object storage into /tmp). Otherwise it does not fit
 a function at all, and the search places the model on the endpoint.
 
-Cold start and memory are estimates from the assumptions in `ColdStart` (stated in the manifest), not
-measurements on the target: they decide between bundle, fetch and endpoint, they are not a promise.
+Memory and session creation are measured when the optimizer could run the serving probe
+(optimizer/serving_probe.py: peak RSS of a fresh runtime process at the largest batch, x `HEADROOM` against
+the target's memory); else, and for the rest of the cold start, they are estimates from the assumptions in
+`ColdStart` (stated in the manifest): cold start = `base_s` + (fetch only) the deployed bytes at
+`fetch_bytes_per_s` (S3's per-connection throughput, infra/limits.py) + inflating + session creation, against
+the platform's init limit (Lambda: 10 s). They decide between bundle, fetch and endpoint; not a promise.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from __future__ import annotations
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from infra import limits
 from infra.limits import platform
 
 MB, MiB = limits.MB, limits.MiB
+
+# measured peak RSS x this must fit the target's memory; optimizer/cost.py explains the margin
+HEADROOM = 1.25
 
 _SAMPLE, _SAMPLES = 256 * 1024, 16
 
@@ -54,7 +62,7 @@ class ColdStart:
 
     base_s: float = 1.5  # interpreter, numpy and onnxruntime imports, handler init, with no model
     load_bytes_per_s: float = 100 * MB  # onnxruntime session creation per model byte (133 MB/s measured on a loaded 2-core box)
-    fetch_bytes_per_s: float = 50 * MB  # object storage -> /tmp from inside the region
+    fetch_bytes_per_s: float = limits.S3_GET_BYTES_PER_S  # object storage -> /tmp, one GET connection (source there)
     inflate_bytes_per_s: float = 100 * MB  # gzip; xz is several times slower
     memory_base: int = 200 * MiB  # the process with the runtime imported
     memory_per_model_byte: float = 2.0  # the model proto and the session's initializers coexist while loading
@@ -144,42 +152,68 @@ def deflated_size(path: Path) -> int:
     return round(size * packed / (_SAMPLE * _SAMPLES))
 
 
+class Measured(Protocol):
+    """What the serving probe measured (optimizer/serving_probe.py `Serving`)."""
+
+    peak_rss_bytes: int
+    session_create_s: float
+
+
 @dataclass(frozen=True)
 class Fit:
     delivery: str | None  # "bundle", "fetch", or None: no function can hold it
     reason: str  # why it is not in the bundle / why it fits nowhere ("" when it rides in the bundle)
-    memory: int  # estimated peak memory
-    cold_start_s: float  # estimated for its delivery (for fetch when it fits nowhere)
+    memory: int  # peak memory: measured peak RSS, else estimated
+    cold_start_s: float  # estimated for its delivery (for fetch when it fits nowhere), with the measured session creation
+    measured: bool = False  # memory and session creation come from the serving probe
 
 
-def fit(size: Footprint, budget: Budget) -> Fit:
+def fit(size: Footprint, budget: Budget, serving: Measured | None = None) -> Fit:
     a = budget.assumptions
-    memory = round(a.memory_base + a.memory_per_model_byte * size.inflated)
+    if serving is not None:
+        memory, create_s, needed = serving.peak_rss_bytes, serving.session_create_s, serving.peak_rss_bytes * HEADROOM
+    else:
+        memory = round(a.memory_base + a.memory_per_model_byte * size.inflated)
+        create_s, needed = size.inflated / a.load_bytes_per_s, memory
     compressed = size.deployed != size.inflated
-    load_s = a.base_s + size.inflated / a.load_bytes_per_s + (size.inflated / a.inflate_bytes_per_s if compressed else 0)
+    load_s = a.base_s + create_s + (size.inflated / a.inflate_bytes_per_s if compressed else 0)
     fetch_s = load_s + size.deployed / a.fetch_bytes_per_s
     tmp = (size.deployed + size.inflated) if compressed else 0
     problems = []
     if budget.max_model_bytes is not None and size.deployed > budget.max_model_bytes:
         problems.append(f"model {size.deployed:,} bytes > --max-bytes {budget.max_model_bytes:,}")
-    if memory > budget.memory_bytes:
-        problems.append(f"needs ~{_mb(memory)} memory > {_mb(budget.memory_bytes)}")
+    if needed > budget.memory_bytes:
+        said = f"measured peak RSS {_mb(memory)} x {HEADROOM:g} headroom" if serving is not None else f"~{_mb(memory)}"
+        problems.append(f"needs {said} memory > {_mb(budget.memory_bytes)}")
+    done = serving is not None
     if problems:
-        return Fit(None, "; ".join(problems), memory, fetch_s)
+        return Fit(None, "; ".join(problems), memory, fetch_s, done)
     over = [r for r in budget.rooms if (size.zipped if r.measure == "zipped" else size.deployed) > r.model]
     if not over and tmp <= budget.tmp_bytes and load_s <= budget.cold_start_s:
-        return Fit("bundle", "", memory, load_s)
+        return Fit("bundle", "", memory, load_s, done)
     why_not_bundle = "; ".join(
         f"{_mb(size.zipped if r.measure == 'zipped' else size.deployed)} {r.measure} > {_mb(r.model)} left of the "
         f"{_mb(r.limit)} {r.measure} limit after the runtime's {_mb(r.runtime)}"
         for r in over
-    ) or f"cold start ~{load_s:.1f} s > {budget.cold_start_s:g} s"
+    ) or f"cold start ~{load_s:.1f} s > {budget.cold_start_s:g} s{beyond_init(budget.target)}"
     fetch_tmp = size.deployed + (size.inflated if compressed else 0)
     if fetch_tmp > budget.tmp_bytes:
-        return Fit(None, f"{why_not_bundle}; fetching needs {_mb(fetch_tmp)} of /tmp > {_mb(budget.tmp_bytes)}", memory, fetch_s)
+        return Fit(None, f"{why_not_bundle}; fetching needs {_mb(fetch_tmp)} of /tmp > {_mb(budget.tmp_bytes)}", memory, fetch_s, done)
     if fetch_s > budget.cold_start_s:
-        return Fit(None, f"{why_not_bundle}; fetching it makes a ~{fetch_s:.1f} s cold start > {budget.cold_start_s:g} s", memory, fetch_s)
-    return Fit("fetch", why_not_bundle, memory, fetch_s)
+        slow = f"fetching it makes a ~{fetch_s:.1f} s cold start > {budget.cold_start_s:g} s{beyond_init(budget.target)}"
+        return Fit(None, f"{why_not_bundle}; {slow}", memory, fetch_s, done)
+    return Fit("fetch", why_not_bundle, memory, fetch_s, done)
+
+
+def beyond_init(target: str) -> str:
+    """What a cold start past the init limit means on the target, for the reason sentence."""
+    if target != "aws-lambda":
+        return ""
+    return (
+        " (Lambda's init limit: past it the init is stopped and run again inside the first invocation, under the "
+        "function's timeout and billed; or SnapStart, on for the HTTP function, loads once at publish and "
+        "restores the snapshot, /tmp then at most 512 MB)"
+    )
 
 
 def _mb(n: float) -> str:

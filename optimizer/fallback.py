@@ -79,7 +79,7 @@ def worth_repairing(results: Sequence[CandidateResult], objective: str) -> list[
     """Failing candidates that, grown by a repair, could still beat the best passing one; best bet first.
 
     A repair only adds bytes and time, so under `size` a failing candidate already larger than the
-    smallest passing one cannot win, nor a slower one under `latency`; under `accuracy` fp32 always wins.
+    smallest passing one cannot win, nor a slower one under `latency` or `cost`; under `accuracy` fp32 always wins.
     """
     measured = [r for r in results if "drop" in r.metrics and not r.name.endswith(SUFFIX)]
     passing = [r for r in measured if r.within_tolerance]
@@ -87,7 +87,7 @@ def worth_repairing(results: Sequence[CandidateResult], objective: str) -> list[
     if objective == "size":
         bar = min((r.bytes for r in passing), default=float("inf"))
         return sorted((r for r in failing if r.bytes < bar), key=lambda r: r.bytes)
-    if objective == "latency":
+    if objective in ("latency", "cost"):  # cost grows with the billed duration, so with latency
         bar = min((r.latency_ms for r in passing), default=float("inf"))
         return sorted((r for r in failing if r.latency_ms < bar), key=lambda r: r.latency_ms)
     return []

@@ -24,6 +24,10 @@ from optimizer.precision import cpu_features
 from optimizer.params import count_parameters
 from optimizer.progress import counted, progress_for
 from optimizer.search import Decision, Objective, decide, within_tolerance
+from optimizer.serving_facts import cold_start, objective_costs, probe_all, serving_extra
+from optimizer.serving_facts import facts as serving_facts
+from optimizer.serving_probe import Plan
+from optimizer.serving_probe import plan as probe_plan
 from optimizer.sparse import compression, inflate_to
 from optimizer.spec import TARGETS, Spec, Where, check_tolerance, load_spec
 from optimizer.steps import StepContext
@@ -47,7 +51,7 @@ def optimize(
     tolerance: float | None = None,
     quiet: bool = False,
     candidates: tuple[str, ...] | None = None,
-    objective: Objective = "size",
+    objective: Objective | None = None,
     timing: TimingConfig = TimingConfig(),
     max_bytes: int | None = None,
     distill: str | None = None,
@@ -64,6 +68,7 @@ def optimize(
     """
     spec = _with_distill(_with_overrides(load_spec(spec_path), target, tolerance), distill)
     budget = budget or budget_for(spec.target, direct_upload=direct_upload)
+    objective = objective or spec.objective  # type: ignore[assignment]
     if max_bytes is not None:
         if max_bytes < 1:
             raise SpecError(f"--max-bytes {max_bytes} must be a positive number of bytes")
@@ -94,15 +99,27 @@ def optimize(
                 results.append(result)
                 if path is not None:
                     files[candidate.name], sizes[candidate.name], speedups[candidate.name] = path, size, speedup
-        fits = {name: fit(size, budget) for name, size in sizes.items()}
-        decision = decide(results, fits, budget, spec.tolerance, reference.metric, objective)
+        runnables = {name: _runnable(path) for name, path in files.items()}
+        with progress.status("measuring serving memory: a fresh runtime process per candidate"):
+            servings, failures = probe_all(runnables, _probe_plan(spec), timing.threads)
+        fits = {name: fit(size, budget, servings.get(name)) for name, size in sizes.items()}
+        by_name = {r.name: r for r in results}
+        served = {name: serving_facts(budget.target, by_name[name], servings.get(name), timing.threads) for name in files}
+        decision = decide(results, fits, budget, spec.tolerance, reference.metric, objective, objective_costs(served))
         extra = _extra(spec, reference, len(calibration), timing, objective)
-        extra["optimizer"]["candidates"] = _facts(files, sizes, fits, speedups)
+        extra["optimizer"]["candidates"] = _facts(files, sizes, fits, speedups, served, failures)
+        name = decision.choice.candidate
+        # an endpoint-placed model is not served by the function: its memory is not the function's to size
+        if name in sizes and decision.placement == "function":
+            cold = cold_start(sizes[name], fits[name], budget, servings.get(name))
+            extra["serving"] = serving_extra(budget, served.get(name, {}), servings.get(name), cold, failures.get(name))
         # fp32 only misses from `files` when its graph optimization failed: the plain export is fp32 too
         model = files.get(decision.choice.candidate, reference_path)
         manifest = _write(folder, spec, model, results, decision, extra, _budget(budget, fits.get(decision.choice.candidate)))
     load_artifact(folder)  # the runtime's own check: schema, sha256 of every file
     print_table(manifest, folder, quiet)
+    if decision.placement == "function":
+        _print_serving(manifest.extra.get("serving", {}), budget.target)
     digest = manifest_digest(folder)
     print(f"slimserve: manifest sha256 {digest}; a copy in object storage is pinned as SLIMSERVE_ARTIFACT=PREFIX#sha256={digest}")
     if decision.placement == "endpoint":
@@ -119,7 +136,7 @@ def optimize_command(args) -> int:
         tolerance=args.tolerance,
         quiet=args.quiet,
         candidates=tuple(n.strip() for n in args.candidates.split(",") if n.strip()) if args.candidates else None,
-        objective=args.objective,
+        objective=args.objective,  # None: the spec's
         max_bytes=args.max_bytes,
         distill=args.distill,
         direct_upload=args.direct_upload,
@@ -186,11 +203,34 @@ def _try(
 _NO_TIMING = TimingConfig(warmup=0, runs=1, max_seconds=0.0)
 
 
-def _facts(files: dict[str, Path], sizes: dict[str, Footprint], fits: dict[str, Fit], speedups: dict[str, float]) -> dict:
-    """Per candidate: what it weighs and holds, and where it would run (report.md, pareto.png, tests)."""
+def _runnable(path: Path) -> Path:
+    return path.with_suffix(".inflated.onnx") if compression(path) else path
+
+
+def _probe_plan(spec: Spec) -> Plan:
+    text = text_extra(spec).get("text", {})
+    return probe_plan([t.oip.shape for t in spec.inputs], text.get("max_length"))
+
+
+def _print_serving(serving: dict, target: str) -> None:
+    """The figures the deploy needs: the memory to give the function (serverless.yml reads it too) and the cost."""
+    if not serving.get("measured"):
+        print(f"slimserve: serving memory not measured ({serving.get('why', 'no candidate')}); memory stays the deploy's default")
+        return
+    cost = next(iter(serving.get("cost", {}).values()), None)
+    priced = f"; ${cost['per_million_usd']:.4f} per million requests on {target} {cost['arch']}" if cost else ""
+    peak = f"peak RSS {serving['peak_rss_bytes'] / 2**20:,.0f} MiB at {serving['batch']} rows x {serving['headroom']:g}"
+    cold = f"cold start ~{serving['cold_start']['total_s']:.2f} s"
+    print(f"slimserve: recommended memory {serving['recommended_memory_mb']} MB ({peak}){priced}; {cold}")
+
+
+def _facts(
+    files: dict[str, Path], sizes: dict[str, Footprint], fits: dict[str, Fit], speedups: dict[str, float], served: dict, failures: dict
+) -> dict:
+    """Per candidate: what it weighs and holds, where it would run, what serving it takes and costs (report.md, pareto.png, tests)."""
     out = {}
     for name, path in files.items():
-        runnable = path.with_suffix(".inflated.onnx") if compression(path) else path
+        runnable = _runnable(path)
         size, where = sizes[name], fits[name]
         out[name] = {
             "parameters": count_parameters(runnable),
@@ -203,6 +243,9 @@ def _facts(files: dict[str, Path], sizes: dict[str, Footprint], fits: dict[str, 
             "memory_bytes": where.memory,
             "cold_start_s": round(where.cold_start_s, 3),
             "speedup_vs_fp32": round(speedups[name], 3),  # median per-round ratio, timed in alternation
+            "memory_measured": where.measured,
+            **served.get(name, {}),
+            **({"serving_probe": failures[name]} if name in failures else {}),
         }
     return out
 
@@ -210,7 +253,8 @@ def _facts(files: dict[str, Path], sizes: dict[str, Footprint], fits: dict[str, 
 def _budget(budget: Budget, chosen: Fit | None) -> dict:
     out = budget.to_dict()
     if chosen is not None:
-        out["chosen"] = {"memory_bytes": chosen.memory, "cold_start_s": round(chosen.cold_start_s, 3), "fit": chosen.reason}
+        out["chosen"] = {"memory_bytes": chosen.memory, "cold_start_s": round(chosen.cold_start_s, 3), "fit": chosen.reason,
+                         "measured": chosen.measured}
     return out
 
 

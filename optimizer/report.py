@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from optimizer.serving_report import serving_lines
 from optimizer.table import print_table
 from shared.artifact.loading import read_manifest
 from shared.errors import ArtifactError
@@ -41,8 +42,9 @@ def markdown(manifest: Manifest) -> str:
         "",
         manifest.chosen.reason,
         "",
-        "| candidate | deployed bytes | inflated bytes | parameters | " + f"{metric} | drop | p50 ms | speed vs fp32 | within tolerance | fits | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|:-:|---|---|",
+        "| candidate | deployed bytes | inflated bytes | parameters | " + f"{metric} | drop | p50 ms | speed vs fp32 | peak RSS bytes | "
+        "memory MB | $ per million requests | within tolerance | fits | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|---|---|",
     ]
     for c in manifest.candidates:
         f = facts(manifest).get(c.name, {})
@@ -56,6 +58,9 @@ def markdown(manifest: Manifest) -> str:
             _f(c.metrics.get("drop"), ".4f"),
             _f(c.latency_ms or None, ".3f"),
             _f(f.get("speedup_vs_fp32"), ".2f", "x"),
+            _n(f.get("peak_rss_bytes")),
+            _n(f.get("recommended_memory_mb")),
+            _f(f.get("cost_per_million_usd"), ".4f"),
             "yes" if c.within_tolerance else "no",
             f.get("delivery") or ("no" if f else "-"),
             c.note.replace("|", "/"),
@@ -64,6 +69,7 @@ def markdown(manifest: Manifest) -> str:
     lines += ["", "Sizes: *deployed* is the model file as the artifact ships it; a compressed candidate (`.gz`/`.xz`) is",
               "inflated into /tmp at cold start, so /tmp and memory hold its *inflated* size.", ""]  # fmt: skip
     lines += _budget_lines(manifest)
+    lines += serving_lines(manifest.extra.get("serving"))
     lines += ["", f"![size vs {metric}]({PARETO})", ""]
     return "\n".join(lines)
 
@@ -95,7 +101,8 @@ def _budget_lines(manifest: Manifest) -> list[str]:
         lines.append("- estimates assume: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:g}" for k, v in a.items()))
     chosen = budget.get("chosen")
     if chosen:
-        lines.append(f"- chosen: ~{_n(chosen.get('memory_bytes'))} bytes of memory, ~{chosen.get('cold_start_s', 0):.2f} s cold start (estimates)")
+        lines.append(f"- chosen: ~{_n(chosen.get('memory_bytes'))} bytes of memory, ~{chosen.get('cold_start_s', 0):.2f} s cold start "
+                     f"({'memory measured' if chosen.get('measured') else 'estimates'})")
     return lines
 
 

@@ -28,6 +28,7 @@ TEXT_SUFFIXES = (".txt", ".jsonl", ".npz")  # data of a transformers source: one
 POOLINGS = ("mean", "cls")
 DEFAULT_TOLERANCE = 0.01
 DEFAULT_TARGET = "aws-lambda"
+OBJECTIVES = ("size", "latency", "accuracy", "cost")  # optimizer/search.py ranks by each
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Spec:
     data: Data
     tolerance: float = DEFAULT_TOLERANCE
     target: str = DEFAULT_TARGET
+    objective: str = "size"  # what `optimize` ranks the faithful candidates that fit by; --objective overrides
     prune: FineTune = FineTune()
     distill: Distill = Distill()
 
@@ -111,7 +113,7 @@ class Where:
         return SpecError(f"{self.file}: {self.key} {problem}" if self.key else f"{self.file}: {problem}")
 
 
-_TOP = {"name", "version", "source", "inputs", "outputs", "task", "data", "tolerance", "target", "prune", "distill"}
+_TOP = {"name", "version", "source", "inputs", "outputs", "task", "data", "tolerance", "target", "objective", "prune", "distill"}
 _REQUIRED = ("name", "version", "source", "inputs", "outputs", "task", "data")
 
 
@@ -157,6 +159,7 @@ def parse_spec(raw: Any, path: Path) -> Spec:
         data=_data(mapping["data"], root / "data", base, TEXT_SUFFIXES if source.text else (".npz",)),
         tolerance=check_tolerance(tolerance, root / "tolerance"),
         target=_one_of(mapping.get("target", DEFAULT_TARGET), root / "target", TARGETS),
+        objective=_one_of(mapping.get("objective", "size"), root / "objective", OBJECTIVES),
         prune=_fine_tune(mapping.get("prune", {}), root / "prune", FineTune()),
         distill=_distill(mapping.get("distill", {}), root / "distill", base),
     )

@@ -30,7 +30,8 @@ def rows(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
     names = [m for m in _METRICS if any(m in c.metrics for c in manifest.candidates)]
     # per-candidate sizes and fit, where the optimizer recorded them (optimizer/pipeline.py `_facts`)
     facts = manifest.extra.get("optimizer", {}).get("candidates", {})
-    header = ["candidate", "model bytes", "x smaller", "params", *names, "p50 ms", "x faster", "within tol", "ships as", "note"]
+    header = ["candidate", "model bytes", "x smaller", "params", *names, "p50 ms", "x faster", "peak RSS MiB", "memory MB", "$/M req",
+              "within tol", "ships as", "note"]
     body = []
     for c in manifest.candidates:
         mark = "*" if c.name == manifest.chosen.candidate else " "
@@ -44,6 +45,9 @@ def rows(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
                 *(f"{c.metrics[m]:.4f}" if m in c.metrics else "-" for m in names),
                 f"{c.latency_ms:.3f}" if c.latency_ms else "-",
                 f"{fact['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in fact else "-",
+                f"{fact['peak_rss_bytes'] / 2**20:,.0f}" if "peak_rss_bytes" in fact else "-",
+                f"{fact['recommended_memory_mb']:,}" if fact.get("recommended_memory_mb") else "-",
+                f"{fact['cost_per_million_usd']:.4f}" if "cost_per_million_usd" in fact else "-",
                 "yes" if c.within_tolerance else "no",
                 (fact.get("delivery") or "no") if fact else "-",
                 c.note,
@@ -62,6 +66,10 @@ def legend(manifest: Manifest) -> list[str]:
         *(f"{m}: {_MEANS[m]}" for m in present),
         f"drop: how much worse than fp32 on {metric}; within tol: drop <= the tolerance {info.get('tolerance', '?')}",
         "p50 ms: median onnxruntime latency at batch 1; x faster: fp32's p50 / this one's, timed in alternation",
+        "peak RSS MiB: a fresh runtime process's peak with the session made and one run at the largest batch the request "
+        "limits allow; memory MB: that x the headroom, at the target's next memory setting (what the deploy sets)",
+        "$/M req: dollars per million requests at that memory, the p50 scaled to the CPU share it buys, list prices "
+        "(infra/prices.py)",
         f"ships as: bundle = inside the {manifest.target} package; fetch = from object storage into /tmp at cold "
         "start; no = fits no function (endpoint)",
     ]

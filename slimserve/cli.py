@@ -46,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--target", choices=TARGETS, help="platform whose budget applies (default: the spec's)")
     opt.add_argument("--out", help="artifact folder to write (default: artifacts/<name>/<version>)")
     opt.add_argument("--tolerance", type=float, help="largest allowed metric drop (default: the spec's)")
-    opt.add_argument("--objective", choices=("size", "latency", "accuracy"), default="size",
-                     help="what to optimize among the candidates within tolerance that fit the budget (default: size)")
+    opt.add_argument("--objective", choices=("size", "latency", "accuracy", "cost"),
+                     help="what to optimize among the candidates within tolerance that fit the budget: size, latency, accuracy, "
+                     "or cost per million requests at the measured memory (default: the spec's objective, else size)")
     opt.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes of model file, whatever the delivery "
                      "(default: what the target's package limits leave after the runtime)")
     opt.add_argument("--candidates", metavar="A,B,...", help="only these candidates (fp32 is always kept)")

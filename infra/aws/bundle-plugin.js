@@ -10,20 +10,27 @@
 // `deploy function` uploads the zip directly to Lambda, where a 50 MiB zipped limit applies that S3
 // uploads do not have: a bigger zip stops here with what to run instead.
 // `--param="buildBundle=false"` packages whatever zip is already there.
+//
+// The HTTP function's memory: with the `memorySize` param at `auto` (the default), provider.memorySize becomes
+// the artifact manifest's `extra.serving.recommended_memory_mb` (`slimserve optimize` measured the serving
+// process's peak RSS and added its headroom); a number sets it as given. osls reads provider.memorySize
+// when it compiles the functions, after this hook.
 
 const { spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 
 const MiB = 2 ** 20;
+const LAMBDA_MEMORY_MB = [128, 10240];
+const OSLS_DEFAULT_MB = 1024;
 
 class SlimserveBundle {
   constructor(serverless, options, utils = {}) {
     this.serverless = serverless;
     this.log = utils.log || { notice: (text) => process.stderr.write(`${text}\n`) };
     this.hooks = {
-      'before:package:createDeploymentArtifacts': () => this.bundle(false),
-      'before:package:function:package': () => this.bundle(true),
+      'before:package:createDeploymentArtifacts': () => this.memoryThenBundle(false),
+      'before:package:function:package': () => this.memoryThenBundle(true),
     };
   }
 
@@ -40,6 +47,7 @@ class SlimserveBundle {
     return {
       build: String(custom.build) !== 'false',
       artifact: String(custom.artifact || ''),
+      memory: String(custom.memorySize === undefined ? 'auto' : custom.memorySize).trim(),
       arch: String(service.provider.architecture || 'x86_64'),
       python: runtime.replace(/^python/, ''),
       zip,
@@ -56,6 +64,48 @@ class SlimserveBundle {
       );
     }
     return chosen;
+  }
+
+  memoryThenBundle(directUpload) {
+    this.memory();
+    this.bundle(directUpload);
+  }
+
+  memory() {
+    const s = this.settings();
+    const provider = this.serverless.service.provider;
+    const [low, high] = LAMBDA_MEMORY_MB;
+    if (s.memory !== 'auto' && s.memory !== '') {
+      const mb = Number(s.memory);
+      if (!Number.isInteger(mb) || mb < low || mb > high) {
+        this.fail(`the memorySize param ${JSON.stringify(s.memory)} must be auto or a whole number of MB from ${low} to ${high}`);
+      }
+      provider.memorySize = mb;
+      return;
+    }
+    const manifestPath = path.resolve(this.serverless.serviceDir, s.artifact || '.', 'manifest.json');
+    if (!s.artifact || !fs.existsSync(manifestPath)) {
+      this.log.notice(`memorySize auto: no manifest at ${manifestPath}; osls's default ${OSLS_DEFAULT_MB} MB`);
+      return;
+    }
+    let serving = {};
+    try {
+      const manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf-8'));
+      serving = (manifest.extra && manifest.extra.serving) || {};
+    } catch (err) {
+      this.fail(`${manifestPath} is not valid JSON: ${err.message}`);
+    }
+    const mb = serving.recommended_memory_mb;
+    if (!Number.isInteger(mb) || mb < low || mb > high) {
+      this.log.notice(
+        `memorySize auto: ${manifestPath} recommends no Lambda memory (optimized before memory was measured, or for ` +
+          `another target); osls's default ${OSLS_DEFAULT_MB} MB`
+      );
+      return;
+    }
+    provider.memorySize = mb;
+    const peak = (serving.peak_rss_bytes / MiB).toFixed(0);
+    this.log.notice(`memorySize ${mb} MB: the artifact's recommendation (peak RSS ${peak} MiB x ${serving.headroom})`);
   }
 
   bundle(directUpload) {

@@ -72,8 +72,16 @@ def test_quiet_prints_a_plain_table_with_notes(tiny: Path, tmp_path: Path, capsy
     assert lines[0].split()[:3] == ["candidate", "model", "bytes"]
     assert any("ConvInteger" in line for line in lines)  # the dynamic candidate's note names its kernels
     digest = __import__("hashlib").sha256((tmp_path / "art" / "manifest.json").read_bytes()).hexdigest()
-    assert lines[-2:] == [f"artifact: {tmp_path / 'art'}",
-                          f"slimserve: manifest sha256 {digest}; a copy in object storage is pinned as SLIMSERVE_ARTIFACT=PREFIX#sha256={digest}"]  # fmt: skip
+    serving = manifest_extra(tmp_path / "art")["serving"]
+    memory = (f"slimserve: recommended memory {serving['recommended_memory_mb']} MB (peak RSS {serving['peak_rss_bytes'] / 2**20:,.0f} MiB "
+              f"at 1024 rows x 1.25); ${serving['cost']['x86_64']['per_million_usd']:.4f} per million requests on aws-lambda x86_64")
+    assert lines[-3:-1] == [f"artifact: {tmp_path / 'art'}", f"{memory}; cold start ~{serving['cold_start']['total_s']:.2f} s"]
+    pinned = f"slimserve: manifest sha256 {digest}; a copy in object storage is pinned as SLIMSERVE_ARTIFACT=PREFIX#sha256={digest}"
+    assert lines[-1] == pinned
+
+
+def manifest_extra(folder: Path) -> dict:
+    return __import__("json").loads((folder / "manifest.json").read_text())["extra"]
 
 
 def test_out_replaces_an_artifact_but_never_a_foreign_folder(tiny: Path, tmp_path: Path):

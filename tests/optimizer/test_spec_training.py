@@ -68,5 +68,5 @@ def test_cli_exit_codes_for_the_new_options(tiny: Path, tmp_path: Path, capsys):
     assert "--distill 'wide' is neither a width" in capsys.readouterr().err
     assert main(["optimize", str(tiny), "--out", out, "--candidates", "fp32,int3"]) == 1
     with pytest.raises(SystemExit) as exc:
-        main(["optimize", str(tiny), "--objective", "cost"])
-    assert exc.value.code == 2  # argparse: not one of size, latency, accuracy
+        main(["optimize", str(tiny), "--objective", "carbon"])
+    assert exc.value.code == 2  # argparse: not one of size, latency, accuracy, cost
