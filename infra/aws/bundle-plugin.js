@@ -106,6 +106,13 @@ class SlimserveBundle {
     provider.memorySize = mb;
     const peak = (serving.peak_rss_bytes / MiB).toFixed(0);
     this.log.notice(`memorySize ${mb} MB: the artifact's recommendation (peak RSS ${peak} MiB x ${serving.headroom})`);
+    // Measured at fewer rows than the request limits admit (long texts): the memory holds only those, so the
+    // requests are held to them too, unless serverless.yml sets the cap itself.
+    const env = (provider.environment = provider.environment || {});
+    if (Number.isInteger(serving.batch) && serving.batch < serving.limit_batch && env.SLIMSERVE_MAX_REQUEST_BATCH === undefined) {
+      env.SLIMSERVE_MAX_REQUEST_BATCH = String(serving.batch);
+      this.log.notice(`SLIMSERVE_MAX_REQUEST_BATCH ${serving.batch}: the rows that memory was measured at`);
+    }
   }
 
   bundle(directUpload) {

@@ -4,6 +4,9 @@ bundle plugin sets the HTTP function's memory to the manifest's `extra.serving.r
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from shared.artifact.loading import read_manifest
@@ -51,3 +54,16 @@ def test_without_a_manifest_auto_keeps_osls_default(tmp_path):
     service = tmp_path / "service"
     memory = _memory(packaged_template(service, f"bundleArtifact={tmp_path / 'absent'}"))
     assert memory["HttpLambdaFunction"] == 1024
+
+
+def _environment(template: dict) -> dict[str, str]:
+    return template["Resources"]["HttpLambdaFunction"]["Properties"]["Environment"]["Variables"]
+
+
+def test_memory_measured_at_fewer_rows_than_the_limits_holds_requests_to_them(artifact, tmp_path):
+    assert "SLIMSERVE_MAX_REQUEST_BATCH" not in _environment(packaged_template(tmp_path / "full", f"bundleArtifact={artifact}"))
+    capped = shutil.copytree(artifact, tmp_path / "capped")  # as for long texts: measured at 32 of 1,024 rows
+    manifest = json.loads((capped / "manifest.json").read_text())
+    manifest["extra"]["serving"].update(batch=32, limit_batch=1024)
+    (capped / "manifest.json").write_text(json.dumps(manifest))
+    assert _environment(packaged_template(tmp_path / "service", f"bundleArtifact={capped}"))["SLIMSERVE_MAX_REQUEST_BATCH"] == "32"
