@@ -3,7 +3,7 @@ inputs and results, fetched artifacts, asynchronous endpoint requests):
 
     store = Storage.from_settings(settings)           # once per process
     store.size(uri); store.read(uri, max_bytes=N); store.download(uri, path, expected_bytes)
-    store.write(uri, data); store.exists(uri)
+    store.write(uri, data); store.upload(uri, path); store.exists(uri)
     for item in store.list("s3://bucket/prefix/"): item.uri, item.size, item.modified   # paginated
 
     s3://bucket/key                                 boto3 (honours AWS_ENDPOINT_URL: moto locally)
@@ -162,6 +162,11 @@ class Storage:
     def write(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         backend, obj = self._backend(uri)
         backend.write(obj, data, content_type)
+
+    def upload(self, uri: str, path: Path) -> None:
+        """The file at `path` as the object at `uri`, streamed (an artifact's weights can be gigabytes)."""
+        backend, obj = self._backend(uri)
+        backend.upload(obj, Path(path))
 
     def exists(self, uri: str) -> bool:
         backend, obj = self._backend(uri)

@@ -8,6 +8,7 @@ shared/storage_gcs_azure.py).
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -73,6 +74,10 @@ class Backend:
 
     def version(self, obj: ObjectUri) -> tuple[int, object]:
         """(size, version): what a ranged read is pinned to (ETag, generation), so parts of two objects never mix."""
+        raise NotImplementedError
+
+    def upload(self, obj: ObjectUri, path: Path) -> None:
+        """The file at `path` as the object, streamed from disk (never whole in memory)."""
         raise NotImplementedError
 
     def read_into(self, obj: ObjectUri, start: int, length: int | None, version: object, sink) -> None:
@@ -152,6 +157,16 @@ class FileBackend(Backend):
         except OSError as exc:
             raise StorageError(f"cannot write {obj}: {exc.strerror}") from None
 
+    def upload(self, obj: ObjectUri, path: Path) -> None:
+        target = Path(obj.key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise StorageError(f"cannot write {obj}: {exc.strerror}") from None
+
     def exists(self, obj: ObjectUri) -> bool:
         return Path(obj.key).is_file()
 
@@ -227,6 +242,12 @@ class S3Backend(Backend):
     def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
         try:
             self.client().put_object(Bucket=obj.container, Key=obj.key, Body=data, ContentType=content_type)
+        except Exception as exc:
+            raise self._guard(exc, obj, "write") from None
+
+    def upload(self, obj: ObjectUri, path: Path) -> None:
+        try:  # s3transfer: multipart in parallel above 8 MB, each part read from the file as it is sent
+            self.client().upload_file(str(path), obj.container, obj.key)
         except Exception as exc:
             raise self._guard(exc, obj, "write") from None
 

@@ -5,6 +5,7 @@ and S3 are in shared/storage_backends.py), each turning its SDK's calls and erro
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Iterator
 
 from shared.errors import NotFound, StorageError
@@ -65,6 +66,12 @@ class GCSBackend(Backend):
     def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
         try:
             self._blob(obj).upload_from_string(data, content_type=content_type)
+        except Exception as exc:
+            raise self._guard(exc, obj, "write") from None
+
+    def upload(self, obj: ObjectUri, path: Path) -> None:
+        try:
+            self._blob(obj).upload_from_filename(str(path), content_type="application/octet-stream")
         except Exception as exc:
             raise self._guard(exc, obj, "write") from None
 
@@ -139,6 +146,13 @@ class AzureBackend(Backend):
 
         try:
             self._blob(obj).upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
+        except Exception as exc:
+            raise self._guard(exc, obj, "write") from None
+
+    def upload(self, obj: ObjectUri, path: Path) -> None:
+        try:
+            with open(path, "rb") as fh:
+                self._blob(obj).upload_blob(fh, overwrite=True)
         except Exception as exc:
             raise self._guard(exc, obj, "write") from None
 

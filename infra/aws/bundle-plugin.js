@@ -10,6 +10,9 @@
 // `deploy function` uploads the zip directly to Lambda, where a 50 MiB zipped limit applies that S3
 // uploads do not have: a bigger zip stops here with what to run instead.
 // `--param="buildBundle=false"` packages whatever zip is already there.
+// `--param="fetchFrom=s3://BUCKET/PREFIX"` leaves the model out of the zip (`--fetch-from`: the function fetches
+// it at cold start, pinned by the manifest's sha256; a `delivery: fetch` artifact needs it) and grants both
+// functions' roles s3:GetObject on PREFIX/* and nothing else of the bucket.
 
 const { spawnSync } = require('child_process');
 const fs = require('fs');
@@ -40,6 +43,7 @@ class SlimserveBundle {
     return {
       build: String(custom.build) !== 'false',
       artifact: String(custom.artifact || ''),
+      fetchFrom: String(custom.fetchFrom || ''),
       arch: String(service.provider.architecture || 'x86_64'),
       python: runtime.replace(/^python/, ''),
       zip,
@@ -61,7 +65,7 @@ class SlimserveBundle {
   bundle(directUpload) {
     const dir = this.serverless.serviceDir;
     const s = this.settings();
-    if (!s.build) return;
+    if (!s.build) return this.grantFetch(path.resolve(dir, s.out, 'bundle.json'));
     if (!s.artifact) this.fail('the bundleArtifact param is empty: name the artifact folder to bundle');
     if (!fs.existsSync(path.resolve(dir, s.artifact, 'manifest.json'))) {
       this.fail(
@@ -71,6 +75,7 @@ class SlimserveBundle {
     }
     const args = ['-m', 'slimserve', 'bundle', s.artifact, '--target', 'aws-lambda', '--arch', s.arch];
     args.push('--python', s.python, '--out', s.out);
+    if (s.fetchFrom) args.push('--fetch-from', s.fetchFrom);
     this.log.notice(`slimserve bundle ${s.artifact} --arch ${s.arch} --python ${s.python} --out ${s.out}`);
     const run = spawnSync(this.interpreter(dir), args, {
       cwd: dir,
@@ -86,6 +91,30 @@ class SlimserveBundle {
       this.fail(`slimserve bundle failed: ${why}`);
     }
     if (directUpload) this.checkDirectUpload(path.resolve(dir, s.out, 'bundle.json'), s.zip);
+    this.grantFetch(path.resolve(dir, s.out, 'bundle.json'));
+  }
+
+  // The zip's artifact/fetch.json names where the model is: let the HTTP function's role (already in the
+  // compiled template) and BatchRole (merged from `resources` later) read that prefix, and only it.
+  grantFetch(reportPath) {
+    if (!fs.existsSync(reportPath)) return;
+    const report = JSON.parse(fs.readFileSync(reportPath, 'utf-8'));
+    const location = (report.artifact && report.artifact.fetch_from) || '';
+    const match = /^s3:\/\/([^/]+)\/?([^#]*)#sha256=[0-9a-f]{64}$/.exec(location);
+    if (!match) return;
+    const prefix = match[2].replace(/\/+$/, '');
+    const statement = {
+      Sid: 'FetchTheArtifactOnly',
+      Effect: 'Allow',
+      Action: 's3:GetObject',
+      Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:s3:::${match[1]}/${prefix ? `${prefix}/` : ''}*`]] },
+    };
+    const service = this.serverless.service;
+    const compiled = service.provider.compiledCloudFormationTemplate.Resources.IamRoleLambdaExecution;
+    const resources = (service.resources && service.resources.Resources) || {};
+    const roles = [compiled, resources.BatchRole].filter((role) => role && role.Properties && role.Properties.Policies);
+    for (const role of roles) role.Properties.Policies[0].PolicyDocument.Statement.push(statement);
+    this.log.notice(`slimserve: the functions fetch their model from ${location}; granted s3:GetObject on it`);
   }
 
   checkDirectUpload(reportPath, zip) {
