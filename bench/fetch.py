@@ -97,10 +97,16 @@ def main() -> None:
             folder = localize(f"s3://bench/big/1#sha256={pin}", cache, store)
             seconds = time.perf_counter() - start
             assert (Path(folder) / "weights.bin").stat().st_size == SIZE
-            result = {"mode": "sequential stream" if concurrency == 1 else "parallel ranged reads", "concurrency": concurrency,
-                      "part_bytes": part_mib << 20, "bytes": total, "seconds": round(seconds, 2),
-                      "mb_per_s": round(total / seconds / 1e6, 1), "client_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                      "moto_peak_rss_bytes": server_peak_rss(proc)}  # fmt: skip
+            result = {
+                "mode": "sequential stream" if concurrency == 1 else "parallel ranged reads",
+                "concurrency": concurrency,
+                "part_bytes": part_mib << 20,
+                "bytes": total,
+                "seconds": round(seconds, 2),
+                "mb_per_s": round(total / seconds / 1e6, 1),
+                "client_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "moto_peak_rss_bytes": server_peak_rss(proc),
+            }
             print(json.dumps(result), flush=True)
             results.append(result)
             shutil.rmtree(cache)

@@ -148,7 +148,8 @@ class Storage:
             return sink.finish()
         size, version = backend.version(obj)
         if size != expected_bytes:
-            raise StorageError(f"object {obj} is {size:,} bytes, {'larger' if size > expected_bytes else 'smaller'} than the {expected_bytes:,} bytes expected")
+            than = "larger" if size > expected_bytes else "smaller"
+            raise StorageError(f"object {obj} is {size:,} bytes, {than} than the {expected_bytes:,} bytes expected")
 
         def read_part(start: int, length: int) -> bytearray:
             part = _Part(obj, length)

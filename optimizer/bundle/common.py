@@ -69,12 +69,13 @@ def fetch_location(artifact: Path, manifest: Manifest, fetch_from: str | None) -
     None for a bundle that carries its model. One line says what to pass when it is missing or wrong."""
     if manifest.placement == "endpoint":
         if fetch_from:
-            raise CliError(f"{artifact} is endpoint-placed: its model runs on the endpoint (model.tar.gz), never fetched; drop --fetch-from")
+            raise CliError(f"{artifact} is endpoint-placed: its model runs on the endpoint (model.tar.gz); drop --fetch-from")
         return None
     if not fetch_from:
         if manifest.delivery == "fetch":
+            upload = f"slimserve upload {artifact} s3://BUCKET/PREFIX"
             raise CliError(f"{artifact} is delivered by fetch (its model does not ride in the bundle): pass --fetch-from "
-                           f"s3://BUCKET/PREFIX (or gs://, azure://), where `slimserve upload {artifact} s3://BUCKET/PREFIX` puts it")  # fmt: skip
+                           f"s3://BUCKET/PREFIX (or gs://, azure://), where `{upload}` puts it")
         return None
     prefix, pin = _split(fetch_from)
     digest = manifest_digest(artifact)

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import tracemalloc
-from pathlib import Path
 
 import pytest
 
@@ -31,7 +30,8 @@ DATA = os.urandom(3 * (1 << 20) + 12_345)  # 13 parts, the last one short
 def s3_gets(store: Storage) -> list[dict]:
     """Every GetObject's parameters, seen at botocore's own hook."""
     seen: list[dict] = []
-    store._backends["s3"].client().meta.events.register("before-parameter-build.s3.GetObject", lambda params, **kw: seen.append(dict(params)))
+    events = store._backends["s3"].client().meta.events
+    events.register("before-parameter-build.s3.GetObject", lambda params, **kw: seen.append(dict(params)))
     return seen
 
 

@@ -18,23 +18,11 @@ import onnx
 import pytest
 
 from optimizer.bundle import probe
-from shared.artifact.loading import file_entries, load_artifact, read_manifest, write_manifest
+from shared.artifact.loading import file_entries, read_manifest
 from slimserve.cli import main
 from tests.aws_local import aws, moto_endpoint  # noqa: F401  (fixtures)
-from tests.bundle.builds import PYTHON312
+from tests.bundle.builds import PYTHON312, write_fetch_artifact
 from tests.helpers import linear_softmax_onnx, write_tiny_artifact
-
-def write_fetch_artifact(folder: Path) -> Path:
-    """The tiny model with its weights in external data (model.onnx + model.onnx.data), `delivery: fetch`."""
-    write_tiny_artifact(folder)
-    model = onnx.load(folder / "model.onnx")
-    onnx.save_model(model, folder / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data", size_threshold=0)  # fmt: skip
-    manifest = read_manifest(folder)
-    write_manifest(folder, replace(manifest, files=file_entries(folder, ["model.onnx", "model.onnx.data"]), delivery="fetch"))
-    load_artifact(folder)
-    return folder
-
 
 def one_line_error(capsys) -> str:
     err = capsys.readouterr().err
