@@ -13,6 +13,9 @@ budget should assume on Lambda (S3_GET_BYTES_PER_S) and its sources.
     BENCH_FETCH_BYTES   size of the file (default 1 GiB)
     BENCH_FETCH_MODES   concurrency x part MiB, comma-separated (default "1x16,8x16": one stream, then 8 x 16 MiB)
 
+Then the client alone: the same `Storage.download` from the file on this disk (file://, page cache), so the
+figure is the part pipeline's own (pread, pwrite, sha256 in order), with no server in the way.
+
 Nothing here asserts a time. Prints one JSON line per mode, then a summary line.
 """
 
@@ -110,11 +113,21 @@ def main() -> None:
             print(json.dumps(result), flush=True)
             results.append(result)
             shutil.rmtree(cache)
+        for concurrency, part_mib in MODES:
+            store = Storage(transfer=Transfer(concurrency, part_mib << 20))
+            start = time.perf_counter()
+            store.download(f"file://{local}/weights.bin", tmp / "copy.bin", SIZE)
+            seconds = time.perf_counter() - start
+            mb_per_s = round(SIZE / seconds / 1e6, 1)
+            ceiling = {"mode": "client alone (file://)", "concurrency": concurrency, "part_bytes": part_mib << 20, "mb_per_s": mb_per_s}
+            print(json.dumps(ceiling), flush=True)
+            (tmp / "copy.bin").unlink()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps({"summary": {f"{r['concurrency']}x{r['part_bytes'] >> 20}MiB": r["mb_per_s"] for r in results}, "unit": "MB/s"}))
+    summary = {f"{r['concurrency']}x{r['part_bytes'] >> 20}MiB": r["mb_per_s"] for r in results}
+    print(json.dumps({"summary": {"moto s3://": summary}, "unit": "MB/s"}))
 
 
 if __name__ == "__main__":
