@@ -42,8 +42,8 @@ def start_moto() -> tuple[subprocess.Popen, str]:
     from tests.conftest import free_port, wait_for_http
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_http(f"http://127.0.0.1:{port}/moto-api/", proc, timeout=60)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -80,8 +80,8 @@ def main() -> None:
     from shared.transfer import Transfer
 
     proc, endpoint = start_moto()
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"})  # fmt: skip
+    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, **credentials})
     tmp = Path(tempfile.mkdtemp(prefix="slimserve-bench-fetch-"))
     results = []
     try:

@@ -117,8 +117,13 @@ def copy_artifact(src: Path, dest: Path, fetch_from: str | None = None) -> tuple
 
 def artifact_record(artifact: Path, manifest: Manifest, location: str | None, endpoint_model: str | None = None) -> dict:
     """bundle.json's `artifact`: what was bundled, and where the rest of it is."""
-    record = {"name": manifest.name, "version": manifest.version, "manifest_sha256": manifest_digest(artifact),
-              "placement": manifest.placement, "delivery": "fetch" if location else "bundle"}  # fmt: skip
+    record = {
+        "name": manifest.name,
+        "version": manifest.version,
+        "manifest_sha256": manifest_digest(artifact),
+        "placement": manifest.placement,
+        "delivery": "fetch" if location else "bundle",
+    }
     if location:
         record["fetch_from"] = location  # what the function's SLIMSERVE_ARTIFACT resolves to (artifact/fetch.json)
     if endpoint_model:
@@ -129,8 +134,8 @@ def artifact_record(artifact: Path, manifest: Manifest, location: str | None, en
 def tell_artifact(record: dict) -> None:
     print(f"slimserve: artifact manifest sha256 {record['manifest_sha256']} (the pin of a copy fetched from object storage)")
     if record.get("fetch_from"):
-        print(f"slimserve: the function fetches its model at cold start from {record['fetch_from']} (artifact/fetch.json); "
-              "upload the artifact there first: slimserve upload ARTIFACT_DIR PREFIX")  # fmt: skip
+        where = f"{record['fetch_from']} (artifact/fetch.json)"
+        print(f"slimserve: the function fetches its model at cold start from {where}; upload it there: slimserve upload ARTIFACT_DIR PREFIX")
 
 
 def _copy_package(src: Path, dest: Path, *skip: str) -> None:

@@ -60,11 +60,11 @@ def test_a_fetch_delivered_bundle_holds_no_weights_and_answers_from_s3(aws, fetc
     assert sorted(n for n in names if n.startswith("artifact/")) == ["artifact/fetch.json", "artifact/manifest.json"]
 
     x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
-    event = probe.api_event("POST", "/v2/models/tiny/infer",
-                            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}]})  # fmt: skip
+    request = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}]}
+    event = probe.api_event("POST", "/v2/models/tiny/infer", request)
     cache = tmp_path / "cache"
-    answer = probe.run(PYTHON312, task_root, event, env={**aws.env, "SLIMSERVE_CACHE_DIR": str(cache)},
-                       extra_path=(str(probe.lambda_runtime_path(tmp_path / "var-runtime")),))  # fmt: skip
+    lambda_runtime = str(probe.lambda_runtime_path(tmp_path / "var-runtime"))  # boto3, as Lambda provides it
+    answer = probe.run(PYTHON312, task_root, event, env={**aws.env, "SLIMSERVE_CACHE_DIR": str(cache)}, extra_path=(lambda_runtime,))
 
     assert answer["response"]["statusCode"] == 200, answer["response"]
     import onnxruntime as ort
