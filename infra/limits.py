@@ -28,18 +28,7 @@ GCF_QUOTAS = "https://cloud.google.com/functions/quotas"
 AZURE_LIMITS = "https://learn.microsoft.com/azure/azure-functions/functions-scale#service-limits"
 AWS_MEMORY = "https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html"
 AWS_LIFECYCLE = "https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html"
-S3_PERFORMANCE = (
-    "https://docs.aws.amazon.com/whitepapers/latest/s3-optimizing-performance-best-practices/"
-    "horizontal-scaling-and-request-parallelization-for-high-throughput.html"
-)
 GCF_MEMORY = "https://cloud.google.com/functions/docs/configuring/memory"
-
-# One GET connection to S3 from inside the region. AWS's performance guidance: "make one concurrent request
-# for each 85-90 MB/s of desired network throughput" (S3_PERFORMANCE); a Lambda's network reaches several
-# hundred MB/s with parallel ranged reads. The runtime's fetch (shared/artifact/fetch.py) reads an object
-# over one connection today, so the lower single-connection figure is the one a cold start can count on.
-S3_GET_BYTES_PER_S = 85 * MB
-S3_GET_SOURCE = f"{S3_PERFORMANCE}: 85-90 MB/s per GET connection; one connection assumed"
 
 # Lambda gives CPU in proportion to memory: "at 1,769 MB, a function has the equivalent of one vCPU" (AWS_MEMORY).
 LAMBDA_MB_PER_VCPU = 1769
@@ -210,3 +199,55 @@ def platform(name: str) -> Platform:
         return PLATFORMS[name]
     except KeyError:
         raise KeyError(f"no limits for {name!r}; known: {', '.join(PLATFORMS)}") from None
+
+
+# --- how fast a fetched artifact arrives: what the optimizer's budget should assume for a cold start -----------
+
+S3_PERFORMANCE = "https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance-design-patterns.html"
+LAMBDA_NETWORK_MEASURED = "https://github.com/sjakthol/aws-network-benchmark#results-lambda"
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """A transfer rate, bytes per second, with its source. `documented`: False where the platform states none
+    and the figure is someone's measurement, named in `source`."""
+
+    what: str
+    bytes_per_s: int
+    source: str
+    documented: bool = True
+    quote: str = ""
+    note: str = ""
+
+
+S3_GET_PER_CONNECTION = Throughput(
+    "one S3 GET connection, within a region",
+    85 * MB,  # the low end of AWS's 85-90 MB/s
+    S3_PERFORMANCE,
+    quote="we suggest making concurrent requests for byte ranges of an object at the granularity of 8-16 MB. Make one "
+    "concurrent request for each 85-90 MB/s of desired network throughput. To saturate a 10 Gb/s network interface "
+    "card (NIC), you might use about 15 concurrent requests over separate connections.",
+)
+LAMBDA_NETWORK = Throughput(
+    "a Lambda function's sustained network throughput, any memory size",
+    600 * MB // 8,  # 600 Mbit/s
+    LAMBDA_NETWORK_MEASURED,
+    documented=False,
+    note="AWS documents no default Lambda bandwidth; iperf3 from Lambda measured a stable ~600 Mbit/s at every "
+    "memory size from 128 to 3008 MB (eu-west-1, eu-north-1, 2024-06), after a short burst to ~2.7 Gbit/s. AWS's "
+    "opt-in enhanced bandwidth (2026-08: 625 Mbit/s at 2 GB up to 3,000 Mbit/s at 10 GB, outside a VPC) is not assumed.",
+)
+
+
+def s3_fetch_bytes_per_s(concurrency: int) -> int:
+    """What a cold start on Lambda should assume when it fetches from S3 with `concurrency` ranged reads:
+    each connection carries at most S3_GET_PER_CONNECTION, and all of them together the function's network."""
+    return min(max(1, concurrency) * S3_GET_PER_CONNECTION.bytes_per_s, LAMBDA_NETWORK.bytes_per_s)
+
+
+# The budget's figure at SLIMSERVE_FETCH_CONCURRENCY's default (8): the function's network binds, 75 MB/s.
+S3_GET_BYTES_PER_S = s3_fetch_bytes_per_s(8)
+S3_GET_SOURCE = (
+    f"min(8 ranged reads x {S3_GET_PER_CONNECTION.bytes_per_s / MB:g} MB/s a connection ({S3_PERFORMANCE}), "
+    f"a Lambda's sustained network {LAMBDA_NETWORK.bytes_per_s / MB:g} MB/s (measured, not documented: {LAMBDA_NETWORK_MEASURED}))"
+)

@@ -62,7 +62,7 @@ class ColdStart:
 
     base_s: float = 1.5  # interpreter, numpy and onnxruntime imports, handler init, with no model
     load_bytes_per_s: float = 100 * MB  # onnxruntime session creation per model byte (133 MB/s measured on a loaded 2-core box)
-    fetch_bytes_per_s: float = limits.S3_GET_BYTES_PER_S  # object storage -> /tmp, one GET connection (source there)
+    fetch_bytes_per_s: float = limits.S3_GET_BYTES_PER_S  # object storage -> /tmp, 8 ranged reads bound by the function's network (source there)
     inflate_bytes_per_s: float = 100 * MB  # gzip; xz is several times slower
     memory_base: int = 200 * MiB  # the process with the runtime imported
     memory_per_model_byte: float = 2.0  # the model proto and the session's initializers coexist while loading

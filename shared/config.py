@@ -25,6 +25,9 @@ def _bool(raw: str) -> bool:
 LOG_FORMATS = ("json", "text")
 # Settings with a fixed set of values, refused at resolve time (one line, before anything starts) when not one
 CHOICES = {"log_format": LOG_FORMATS}
+# Settings bounded on both sides, refused at resolve time too. Fetch parts: under 256 KiB a part is mostly
+# request overhead; 64 x 256 MiB is already more memory than most functions have.
+RANGES = {"fetch_concurrency": (1, 64), "fetch_part_bytes": (256 << 10, 256 << 20)}
 
 _KINDS = {int: int, "int": int, float: float, "float": float, bool: _bool, "bool": _bool}
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", _bool: "true or false"}
@@ -219,6 +222,13 @@ class Settings:
     cache_dir: str = "/tmp/slimserve"
     """Where artifacts fetched from `s3://`, `gs://` or Azure Blob are kept, one folder per manifest sha256."""
 
+    fetch_concurrency: int = 8
+    """Ranged reads in flight at once when a fetched artifact file is larger than one part (1..64); 1: one
+    streamed GET per file. Memory held by a fetch stays under concurrency x SLIMSERVE_FETCH_PART_BYTES."""
+
+    fetch_part_bytes: int = 16 * 1024 * 1024
+    """Bytes of one ranged read of a fetched artifact file (256 KiB..256 MiB); a file of at most one part is one GET."""
+
     azure_connection: str = ""
     """Connection string of the storage account behind `azure://` and Blob URLs; empty: the Functions host's
     own `AzureWebJobsStorage`."""
@@ -242,4 +252,7 @@ class Settings:
         for name, allowed in CHOICES.items():
             if name in values and values[name] not in allowed:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}={values[name]!r} must be one of {', '.join(allowed)}")
+        for name, (low, high) in RANGES.items():
+            if name in values and not low <= values[name] <= high:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}={values[name]!r} must be between {low:,} and {high:,}")
         return cls(**values)

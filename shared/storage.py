@@ -3,7 +3,7 @@ inputs and results, fetched artifacts, asynchronous endpoint requests):
 
     store = Storage.from_settings(settings)           # once per process
     store.size(uri); store.read(uri, max_bytes=N); store.download(uri, path, expected_bytes)
-    store.write(uri, data); store.exists(uri)
+    store.write(uri, data); store.upload(uri, path); store.exists(uri)
     for item in store.list("s3://bucket/prefix/"): item.uri, item.size, item.modified   # paginated
 
     s3://bucket/key                                 boto3 (honours AWS_ENDPOINT_URL: moto locally)
@@ -18,7 +18,8 @@ google-cloud-storage only, and cold start pays for neither. Clients are made onc
 Reads are bounded: `read` refuses an object over `max_bytes` from its size before downloading it, and
 stops reading there should it have grown since; `download` streams to a file, never holding it whole.
 
-The backends, one per scheme, live in shared/storage_backends.py.
+The backends, one per scheme, live in shared/storage_backends.py and shared/storage_gcs_azure.py; large
+objects download in parallel ranged parts (shared/transfer.py).
 Every failure leaves as one of ours: `NotFound` for a missing object, `StorageError` for the rest.
 """
 
@@ -31,16 +32,9 @@ from typing import Iterator
 from urllib.parse import quote, unquote, urlsplit
 
 from shared.errors import LimitExceeded, RecordError, StorageError
-from shared.storage_backends import (
-    AZURE_CONNECTION_ENV,
-    AzureBackend,
-    Backend,
-    FileBackend,
-    GCSBackend,
-    Listed,
-    ObjectUri,
-    S3Backend,
-)
+from shared.storage_backends import Backend, FileBackend, Listed, ObjectUri, S3Backend
+from shared.storage_gcs_azure import AZURE_CONNECTION_ENV, AzureBackend, GCSBackend
+from shared.transfer import Transfer, download_parts
 
 __all__ = ["AZURE_CONNECTION_ENV", "Listed", "ObjectUri", "Storage", "check_key", "join", "parse", "relative_key"]
 
@@ -96,13 +90,14 @@ def relative_key(uri: str) -> str:
 class Storage:
     """One per process (boot), passed to whoever reads or writes objects."""
 
-    def __init__(self, azure_connection: str = ""):
+    def __init__(self, azure_connection: str = "", transfer: Transfer | None = None):
         self._backends: dict[str, Backend] = {"file": FileBackend(), "s3": S3Backend(), "gs": GCSBackend(), "azure": AzureBackend(azure_connection)}
+        self.transfer = transfer or Transfer()
 
     @classmethod
     def from_settings(cls, settings) -> "Storage":
         # The Functions host's own account is the documented default for blob access.
-        return cls(settings.azure_connection or os.environ.get("AzureWebJobsStorage", ""))
+        return cls(settings.azure_connection or os.environ.get("AzureWebJobsStorage", ""), Transfer.from_settings(settings))
 
     @property
     def azure_connection(self) -> str:
@@ -142,21 +137,37 @@ class Storage:
         return backend.read_typed(obj)
 
     def download(self, uri: str, path: Path, expected_bytes: int) -> str:
-        """Stream the object into `path` (never whole in memory); its sha256. Refuses more than expected."""
+        """Stream the object into `path` (never whole in memory); its sha256. An object of other than
+        `expected_bytes` is refused without reading past them: over one part, in parallel ranged parts pinned
+        to one version (`self.transfer`); else one GET of at most expected_bytes + 1 (the one tells "longer")."""
         backend, obj = self._backend(uri)
-        digest, written = hashlib.sha256(), 0
-        with open(path, "wb") as out:
-            for chunk in backend.stream(obj):
-                written += len(chunk)
-                if written > expected_bytes:
-                    raise StorageError(f"object {obj} is larger than the {expected_bytes:,} bytes expected")
-                digest.update(chunk)
-                out.write(chunk)
-        return digest.hexdigest()
+        if not self.transfer.in_parts(expected_bytes):
+            sink = _HashingFile(path, obj, expected_bytes)
+            with sink:
+                backend.read_into(obj, 0, expected_bytes + 1 if expected_bytes else None, None, sink)
+            return sink.finish()
+        size, version = backend.version(obj)
+        if size != expected_bytes:
+            than = "larger" if size > expected_bytes else "smaller"
+            raise StorageError(f"object {obj} is {size:,} bytes, {than} than the {expected_bytes:,} bytes expected")
+
+        def read_part(start: int, length: int) -> bytearray:
+            part = _Part(obj, length)
+            backend.read_into(obj, start, length, version, part)
+            if part.filled != length:
+                raise StorageError(f"a ranged read of {obj} at byte {start:,} returned {part.filled:,} bytes, not {length:,}")
+            return part.data
+
+        return download_parts(path, size, read_part, self.transfer)
 
     def write(self, uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         backend, obj = self._backend(uri)
         backend.write(obj, data, content_type)
+
+    def upload(self, uri: str, path: Path) -> None:
+        """The file at `path` as the object at `uri`, streamed (an artifact's weights can be gigabytes)."""
+        backend, obj = self._backend(uri)
+        backend.upload(obj, Path(path))
 
     def exists(self, uri: str) -> bool:
         backend, obj = self._backend(uri)
@@ -178,3 +189,43 @@ class Storage:
             backend.reset()
 
 
+class _HashingFile:
+    """The sink of a one-GET download: written to disk and hashed chunk by chunk, refused past `expected`."""
+
+    def __init__(self, path: Path, obj: ObjectUri, expected: int):
+        self.obj, self.expected, self.written = obj, expected, 0
+        self.digest = hashlib.sha256()
+        self.out = open(path, "wb")
+
+    def __enter__(self) -> "_HashingFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.out.close()
+
+    def write(self, chunk: bytes) -> int:
+        self.written += len(chunk)
+        if self.written > self.expected:
+            raise StorageError(f"object {self.obj} is larger than the {self.expected:,} bytes expected")
+        self.digest.update(chunk)
+        return self.out.write(chunk)
+
+    def finish(self) -> str:
+        if self.written != self.expected:
+            raise StorageError(f"object {self.obj} is {self.written:,} bytes, smaller than the {self.expected:,} bytes expected")
+        return self.digest.hexdigest()
+
+
+class _Part:
+    """The sink of one ranged read: exactly `length` bytes, in one buffer allocated once."""
+
+    def __init__(self, obj: ObjectUri, length: int):
+        self.obj, self.data, self.filled = obj, bytearray(length), 0
+
+    def write(self, chunk: bytes) -> int:
+        end = self.filled + len(chunk)
+        if end > len(self.data):
+            raise StorageError(f"a ranged read of {self.obj} returned more than the {len(self.data):,} bytes asked for")
+        self.data[self.filled : end] = chunk
+        self.filled = end
+        return len(chunk)

@@ -1,12 +1,14 @@
 """The backends behind `shared.storage.Storage`, one class per scheme, each turning its SDK's calls and
 errors into ours (`NotFound`, `StorageError`). Only `Storage` makes them; nothing else imports an SDK for
 object storage. Split from shared/storage.py so that each stays one thing: the URI rules and the one
-interface there, what each cloud's SDK needs here.
+interface there, what each cloud's SDK needs here (the disk and S3; GCS and Azure Blob in
+shared/storage_gcs_azure.py).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,8 +17,6 @@ from typing import Iterator
 
 from shared.errors import NotFound, StorageError
 
-# Where the Functions host keeps its own storage account; the documented fallback for blob access.
-AZURE_CONNECTION_ENV = ("SLIMSERVE_AZURE_CONNECTION", "AzureWebJobsStorage")
 CHUNK = 1 << 20
 
 
@@ -72,12 +72,33 @@ class Backend:
     def read_typed(self, obj: ObjectUri) -> tuple[bytes, str]:
         return self.read(obj, None), ""
 
+    def version(self, obj: ObjectUri) -> tuple[int, object]:
+        """(size, version): what a ranged read is pinned to (ETag, generation), so parts of two objects never mix."""
+        raise NotImplementedError
+
+    def upload(self, obj: ObjectUri, path: Path) -> None:
+        """The file at `path` as the object, streamed from disk (never whole in memory)."""
+        raise NotImplementedError
+
+    def read_into(self, obj: ObjectUri, start: int, length: int | None, version: object, sink) -> None:
+        """`sink.write(chunk)` for the bytes from `start`, `length` of them (to the end when None), of the object
+        `version` names (whichever is there when None): one GET, streamed."""
+        raise NotImplementedError
+
     def _guard(self, exc: Exception, obj: ObjectUri, verb: str) -> Exception:
         return exc if isinstance(exc, (StorageError, NotFound)) else self._translate(exc, obj, verb)
 
     @staticmethod
     def _translate(exc: Exception, obj: ObjectUri, verb: str) -> Exception:
         return StorageError(f"cannot {verb} {obj}: {type(exc).__name__}")
+
+
+def changed(obj: ObjectUri) -> StorageError:
+    return StorageError(f"object {obj} changed while it was being read (another version was written); fetch again")
+
+
+def http_range(start: int, length: int | None) -> str:
+    return f"bytes={start}-{'' if length is None else start + length - 1}"
 
 
 class FileBackend(Backend):
@@ -99,6 +120,32 @@ class FileBackend(Backend):
         except OSError as exc:
             raise StorageError(f"cannot read {obj}: {exc.strerror}") from None
 
+    def version(self, obj: ObjectUri) -> tuple[int, object]:
+        try:
+            st = Path(obj.key).stat()
+        except FileNotFoundError:
+            raise NotFound(f"object {obj} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {obj}: {exc.strerror}") from None
+        return st.st_size, (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def read_into(self, obj: ObjectUri, start: int, length: int | None, version: object, sink) -> None:
+        try:
+            with open(obj.key, "rb") as fh:
+                fh.seek(start)
+                left = length
+                while chunk := fh.read(CHUNK if left is None else min(CHUNK, left)):
+                    sink.write(chunk)
+                    left = None if left is None else left - len(chunk)
+                    if left == 0:
+                        break
+        except FileNotFoundError:
+            raise NotFound(f"object {obj} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {obj}: {exc.strerror}") from None
+        if version is not None and self.version(obj)[1] != version:  # a file replaced (rename) or rewritten meanwhile
+            raise changed(obj)
+
     def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
         path = Path(obj.key)
         try:
@@ -107,6 +154,16 @@ class FileBackend(Backend):
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, path)
+        except OSError as exc:
+            raise StorageError(f"cannot write {obj}: {exc.strerror}") from None
+
+    def upload(self, obj: ObjectUri, path: Path) -> None:
+        target = Path(obj.key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
         except OSError as exc:
             raise StorageError(f"cannot write {obj}: {exc.strerror}") from None
 
@@ -156,6 +213,25 @@ class S3Backend(Backend):
         except Exception as exc:
             raise self._guard(exc, obj, "read") from None
 
+    def version(self, obj: ObjectUri) -> tuple[int, object]:
+        try:
+            head = self.client().head_object(Bucket=obj.container, Key=obj.key)
+        except Exception as exc:
+            raise self._guard(exc, obj, "read") from None
+        return int(head["ContentLength"]), head["ETag"]
+
+    def read_into(self, obj: ObjectUri, start: int, length: int | None, version: object, sink) -> None:
+        pinned = {"IfMatch": version} if version is not None else {}
+        try:
+            body = self.client().get_object(Bucket=obj.container, Key=obj.key, Range=http_range(start, length), **pinned)["Body"]
+            try:
+                while chunk := body.read(CHUNK):
+                    sink.write(chunk)
+            finally:
+                body.close()
+        except Exception as exc:
+            raise self._guard(exc, obj, "read") from None
+
     def read_typed(self, obj: ObjectUri) -> tuple[bytes, str]:
         try:
             response = self.client().get_object(Bucket=obj.container, Key=obj.key)
@@ -166,6 +242,12 @@ class S3Backend(Backend):
     def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
         try:
             self.client().put_object(Bucket=obj.container, Key=obj.key, Body=data, ContentType=content_type)
+        except Exception as exc:
+            raise self._guard(exc, obj, "write") from None
+
+    def upload(self, obj: ObjectUri, path: Path) -> None:
+        try:  # s3transfer: multipart in parallel above 8 MB, each part read from the file as it is sent
+            self.client().upload_file(str(path), obj.container, obj.key)
         except Exception as exc:
             raise self._guard(exc, obj, "write") from None
 
@@ -196,113 +278,8 @@ class S3Backend(Backend):
             return NotFound(f"object {obj} does not exist")
         if code == "NoSuchBucket":
             return NotFound(f"bucket {obj.container!r} of {obj} does not exist")
+        if code in ("PreconditionFailed", "412"):
+            return changed(obj)
+        if code == "InvalidRange":  # a range that starts past the end: the object is shorter than asked
+            return StorageError(f"object {obj} is shorter than the bytes asked for")
         return StorageError(f"cannot {verb} {obj}: {code or type(exc).__name__}")
-
-
-class GCSBackend(Backend):
-    def _make_client(self):
-        from google.cloud import storage
-
-        # With STORAGE_EMULATOR_HOST set the client talks to the emulator with anonymous credentials.
-        return storage.Client()
-
-    def _blob(self, obj: ObjectUri):
-        return self.client().bucket(obj.container).blob(obj.key)
-
-    def size(self, obj: ObjectUri) -> int:
-        try:
-            blob = self.client().bucket(obj.container).get_blob(obj.key)
-        except Exception as exc:
-            raise self._guard(exc, obj, "read") from None
-        if blob is None:
-            raise NotFound(f"object {obj} does not exist")
-        return int(blob.size or 0)
-
-    def stream(self, obj: ObjectUri):
-        try:
-            with self._blob(obj).open("rb", chunk_size=CHUNK) as fh:
-                while chunk := fh.read(CHUNK):
-                    yield chunk
-        except Exception as exc:
-            raise self._guard(exc, obj, "read") from None
-
-    def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
-        try:
-            self._blob(obj).upload_from_string(data, content_type=content_type)
-        except Exception as exc:
-            raise self._guard(exc, obj, "write") from None
-
-    def exists(self, obj: ObjectUri) -> bool:
-        try:
-            return self._blob(obj).exists()
-        except Exception as exc:
-            raise self._guard(exc, obj, "check") from None
-
-    def list(self, obj: ObjectUri, page_size: int) -> Iterator[tuple[str, int, datetime | None]]:
-        try:
-            for blob in self.client().list_blobs(obj.container, prefix=obj.key or None, page_size=page_size):
-                yield blob.name, int(blob.size or 0), blob.updated
-        except Exception as exc:
-            raise self._guard(exc, obj, "list") from None
-
-    @staticmethod
-    def _translate(exc: Exception, obj: ObjectUri, verb: str) -> Exception:
-        if getattr(exc, "code", None) == 404:
-            return NotFound(f"object {obj} does not exist")
-        return StorageError(f"cannot {verb} {obj}: {type(exc).__name__}")
-
-
-class AzureBackend(Backend):
-    def __init__(self, connection: str):
-        super().__init__()
-        self.connection = connection
-
-    def _make_client(self):
-        from azure.storage.blob import BlobServiceClient
-
-        if not self.connection:
-            raise StorageError(f"Azure Blob access needs a connection string in {' or '.join(AZURE_CONNECTION_ENV)}")
-        return BlobServiceClient.from_connection_string(self.connection)
-
-    def _blob(self, obj: ObjectUri):
-        return self.client().get_blob_client(obj.container, obj.key)
-
-    def size(self, obj: ObjectUri) -> int:
-        try:
-            return int(self._blob(obj).get_blob_properties().size)
-        except Exception as exc:
-            raise self._guard(exc, obj, "read") from None
-
-    def stream(self, obj: ObjectUri):
-        try:
-            yield from self._blob(obj).download_blob().chunks()
-        except Exception as exc:
-            raise self._guard(exc, obj, "read") from None
-
-    def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
-        from azure.storage.blob import ContentSettings
-
-        try:
-            self._blob(obj).upload_blob(data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
-        except Exception as exc:
-            raise self._guard(exc, obj, "write") from None
-
-    def exists(self, obj: ObjectUri) -> bool:
-        try:
-            return self._blob(obj).exists()
-        except Exception as exc:
-            raise self._guard(exc, obj, "check") from None
-
-    def list(self, obj: ObjectUri, page_size: int) -> Iterator[tuple[str, int, datetime | None]]:
-        try:
-            container = self.client().get_container_client(obj.container)
-            for blob in container.list_blobs(name_starts_with=obj.key or None, results_per_page=page_size):
-                yield blob.name, int(blob.size or 0), blob.last_modified
-        except Exception as exc:
-            raise self._guard(exc, obj, "list") from None
-
-    @staticmethod
-    def _translate(exc: Exception, obj: ObjectUri, verb: str) -> Exception:
-        if getattr(exc, "status_code", None) == 404:
-            return NotFound(f"object {obj} does not exist")
-        return StorageError(f"cannot {verb} {obj}: {getattr(exc, 'error_code', None) or type(exc).__name__}")

@@ -83,7 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     bnd.add_argument("--python", default="3.12", help="function targets: interpreter major.minor (default 3.12)")
     bnd.add_argument("--wheel-cache", help="downloaded wheels (default $SLIMSERVE_WHEEL_CACHE, ~/.cache/slimserve/wheels)")
     bnd.add_argument("--direct-upload", action="store_true", help=DIRECT_UPLOAD_HELP)
+    bnd.add_argument("--fetch-from", metavar="PREFIX", help="function targets: leave the model out; the function fetches it at cold "
+                     "start from PREFIX (s3://, gs://, azure://), pinned by the manifest's sha256. Needed for `delivery: fetch`")
     bnd.add_argument("--quiet", action="store_true", help="function targets: no progress output or size table")
+
+    upl = sub.add_parser("upload", help="copy an artifact (verified first) to object storage, where a function fetches it")
+    upl.add_argument("artifact", metavar="ARTIFACT_DIR")
+    upl.add_argument("prefix", metavar="PREFIX", help="s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or azure://CONTAINER/PREFIX")
+    upl.add_argument("--quiet", action="store_true", help="no progress output")
 
     inv = sub.add_parser("invoke", help="call a deployed model over the Open Inference Protocol v2 and print its outputs")
     inv.add_argument("url", help="the deployment's base URL (API Gateway, Cloud Functions, Azure Functions, slimserve serve)")
@@ -141,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise CliError(str(exc)) from None
             return 0
         if args.command == "bundle":
+            if args.fetch_from and args.target == "sagemaker":
+                raise CliError("--fetch-from is for function targets; the SageMaker model.tar.gz always holds the model")
             return importlib.import_module(BUNDLE_TARGETS[args.target]).bundle_command(args)
+        if args.command == "upload":
+            from slimserve.upload import upload_command
+
+            return upload_command(args)
         if args.command == "backfill":
             from slimserve.backfill import backfill_command
 

@@ -15,6 +15,9 @@
 // the artifact manifest's `extra.serving.recommended_memory_mb` (`slimserve optimize` measured the serving
 // process's peak RSS and added its headroom); a number sets it as given. osls reads provider.memorySize
 // when it compiles the functions, after this hook.
+// `--param="fetchFrom=s3://BUCKET/PREFIX"` leaves the model out of the zip (`--fetch-from`: the function fetches
+// it at cold start, pinned by the manifest's sha256; a `delivery: fetch` artifact needs it) and grants both
+// functions' roles s3:GetObject on PREFIX/* and nothing else of the bucket.
 
 const { spawnSync } = require('child_process');
 const fs = require('fs');
@@ -48,6 +51,7 @@ class SlimserveBundle {
       build: String(custom.build) !== 'false',
       artifact: String(custom.artifact || ''),
       memory: String(custom.memorySize === undefined ? 'auto' : custom.memorySize).trim(),
+      fetchFrom: String(custom.fetchFrom || ''),
       arch: String(service.provider.architecture || 'x86_64'),
       python: runtime.replace(/^python/, ''),
       zip,
@@ -118,7 +122,7 @@ class SlimserveBundle {
   bundle(directUpload) {
     const dir = this.serverless.serviceDir;
     const s = this.settings();
-    if (!s.build) return;
+    if (!s.build) return this.grantFetch(path.resolve(dir, s.out, 'bundle.json'));
     if (!s.artifact) this.fail('the bundleArtifact param is empty: name the artifact folder to bundle');
     if (!fs.existsSync(path.resolve(dir, s.artifact, 'manifest.json'))) {
       this.fail(
@@ -128,6 +132,7 @@ class SlimserveBundle {
     }
     const args = ['-m', 'slimserve', 'bundle', s.artifact, '--target', 'aws-lambda', '--arch', s.arch];
     args.push('--python', s.python, '--out', s.out);
+    if (s.fetchFrom) args.push('--fetch-from', s.fetchFrom);
     this.log.notice(`slimserve bundle ${s.artifact} --arch ${s.arch} --python ${s.python} --out ${s.out}`);
     const run = spawnSync(this.interpreter(dir), args, {
       cwd: dir,
@@ -143,6 +148,30 @@ class SlimserveBundle {
       this.fail(`slimserve bundle failed: ${why}`);
     }
     if (directUpload) this.checkDirectUpload(path.resolve(dir, s.out, 'bundle.json'), s.zip);
+    this.grantFetch(path.resolve(dir, s.out, 'bundle.json'));
+  }
+
+  // The zip's artifact/fetch.json names where the model is: let the HTTP function's role (already in the
+  // compiled template) and BatchRole (merged from `resources` later) read that prefix, and only it.
+  grantFetch(reportPath) {
+    if (!fs.existsSync(reportPath)) return;
+    const report = JSON.parse(fs.readFileSync(reportPath, 'utf-8'));
+    const location = (report.artifact && report.artifact.fetch_from) || '';
+    const match = /^s3:\/\/([^/]+)\/?([^#]*)#sha256=[0-9a-f]{64}$/.exec(location);
+    if (!match) return;
+    const prefix = match[2].replace(/\/+$/, '');
+    const statement = {
+      Sid: 'FetchTheArtifactOnly',
+      Effect: 'Allow',
+      Action: 's3:GetObject',
+      Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, `:s3:::${match[1]}/${prefix ? `${prefix}/` : ''}*`]] },
+    };
+    const service = this.serverless.service;
+    const compiled = service.provider.compiledCloudFormationTemplate.Resources.IamRoleLambdaExecution;
+    const resources = (service.resources && service.resources.Resources) || {};
+    const roles = [compiled, resources.BatchRole].filter((role) => role && role.Properties && role.Properties.Policies);
+    for (const role of roles) role.Properties.Policies[0].PolicyDocument.Statement.push(statement);
+    this.log.notice(`slimserve: the functions fetch their model from ${location}; granted s3:GetObject on it`);
   }
 
   checkDirectUpload(reportPath, zip) {

@@ -21,6 +21,7 @@ def options(args: argparse.Namespace) -> Options:
         wheel_cache=Path(args.wheel_cache) if getattr(args, "wheel_cache", None) else None,
         quiet=bool(getattr(args, "quiet", False)),
         direct_upload=bool(getattr(args, "direct_upload", False)),
+        fetch_from=getattr(args, "fetch_from", None) or None,
     )
 
 

@@ -16,21 +16,23 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from optimizer import bundle_sagemaker
 from optimizer.bundle import pack, probe, reuse, sizes, wheels
 from optimizer.bundle.common import (
     MARKER,
     Options,
+    artifact_record,
     copy_artifact,
     copy_code,
     needs_tokenizer,
     prepare_out,
+    tell_artifact,
 )
 from infra.limits import platform
 from optimizer.bundle.requirements import runtime_pins
 from optimizer.bundle.slim import slim
 from optimizer.bundle.wheels import wheel_cache
 from optimizer.errors import CliError
-from shared.artifact.fetch import manifest_digest
 
 TARGET = "aws-lambda"
 ZIP_NAME = "slimserve.zip"
@@ -43,7 +45,7 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
     with tempfile.TemporaryDirectory(prefix="slimserve-bundle-") as tmp_name:
         tmp = Path(tmp_name)
         stage, site = tmp / "stage", tmp / "site"
-        manifest = copy_artifact(artifact, stage / "artifact")
+        manifest, location = copy_artifact(artifact, stage / "artifact", opts.fetch_from)
         copy_code(stage, "aws")
         _write_own_metadata(stage)
         pins = runtime_pins(TARGET, opts.python, opts.arch, tokenizer=needs_tokenizer(manifest))
@@ -67,7 +69,8 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
             opts.warn(f"no python{opts.python} here: no precompiled .pyc (slower cold start), and no probe")
         else:
             pack.compile_tree(python, stage, TASK_ROOT)
-        answer = _probe(python, stage, manifest, opts)
+        # A bundle whose model is fetched answers its probe from the artifact folder here, not from storage.
+        answer = _probe(python, stage, manifest, opts, local_artifact=artifact if location else None)
 
         zipped = tmp / ZIP_NAME
         cache = wheel_cache(opts.wheel_cache)
@@ -79,6 +82,7 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
 
         prepare_out(out)
         shutil.move(str(zipped), out / ZIP_NAME)
+    endpoint_model = _endpoint_model(artifact, manifest, out, opts)
     report = {
         "target": TARGET,
         "arch": opts.arch,
@@ -89,7 +93,7 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
         "direct_upload": opts.direct_upload,
         "direct_upload_limit_bytes": min((x.bytes for x in limits.direct_upload_limits()), default=None),
         "warnings": warnings,
-        "artifact": {"name": manifest.name, "version": manifest.version, "manifest_sha256": manifest_digest(artifact)},
+        "artifact": artifact_record(artifact, manifest, location, endpoint_model),
         "tokenizer": needs_tokenizer(manifest),
         "precompiled": python is not None,
         "probe": answer,
@@ -109,10 +113,20 @@ def _reused(out: Path, report: dict, opts: Options) -> dict:
     return report
 
 
+def _endpoint_model(artifact: Path, manifest, out: Path, opts: Options) -> str | None:
+    """An endpoint-placed artifact: SageMaker's model.tar.gz beside the zip (the function answers degraded from
+    its local fallback, if any)."""
+    if manifest.placement != "endpoint":
+        return None
+    tarball = bundle_sagemaker.build(artifact, out)
+    opts.say(f"wrote {tarball} for the SageMaker endpoint (infra/sagemaker/endpoint.yaml, ModelDataUrl)")
+    return tarball.name
+
+
 def _tell(report: dict, opts: Options) -> None:
     for warning in report.get("warnings", []):
         opts.warn(warning)
-    print(f"slimserve: artifact manifest sha256 {report['artifact']['manifest_sha256']} (the pin of a copy fetched from object storage)")
+    tell_artifact(report["artifact"])
 
 
 def _write_own_metadata(stage: Path) -> None:
@@ -126,16 +140,26 @@ def _write_own_metadata(stage: Path) -> None:
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: slimserve\nVersion: {version}\n", encoding="utf-8")
 
 
-def _probe(python: Path | None, stage: Path, manifest, opts: Options) -> dict | None:
+def _probe(python: Path | None, stage: Path, manifest, opts: Options, local_artifact: Path | None = None) -> dict | None:
     """Import the handler from the slimmed folder and answer one request, where this machine can run the
     target's binaries; otherwise say that the bundle went unproven."""
     if python is None or _HOST_ARCH.get(host.machine()) != opts.arch:
         opts.warn(f"cannot run {opts.arch} python{opts.python} here; the bundle was not probed")
         return None
     try:
-        out = probe.run(python, stage, probe.infer_event(manifest))
+        env = {"SLIMSERVE_ARTIFACT": str(local_artifact.resolve())} if local_artifact is not None else {}
+        runtime = ()
+        if manifest.placement == "endpoint":  # readiness only: the endpoint is named, never called
+            env.update(SLIMSERVE_ENDPOINT_NAME="slimserve-probe", AWS_DEFAULT_REGION="us-east-1")
+            provided = probe.lambda_runtime_path(stage.parent / "var-runtime")  # boto3, which Lambda provides
+            if provided is None:
+                opts.warn("no boto3 here to stand in for Lambda's; the endpoint-placed bundle was not probed")
+                return None
+            runtime = (str(provided),)
+        out = probe.run(python, stage, probe.infer_event(manifest), env=env, extra_path=runtime)
     except RuntimeError as exc:
-        raise CliError(f"the slimmed bundle does not answer: {exc}") from None
+        last = [line for line in str(exc).splitlines() if line.strip()][-1]  # the exception, not its traceback
+        raise CliError(f"the slimmed bundle does not answer: {last.strip()}") from None
     status = out["response"]["statusCode"]
     if status != 200:
         raise CliError(f"the slimmed bundle answered {status}: {out['response'].get('body', '')[:500]}")

@@ -21,6 +21,7 @@ import json, sys, time
 t0 = time.perf_counter()
 root = sys.argv[1]
 sys.path.insert(0, root)
+sys.path += sys.argv[2:]  # after the bundle, as Lambda puts its runtime's own boto3 after /var/task
 
 class NoTorch:
     def find_spec(self, name, path=None, target=None):
@@ -84,21 +85,46 @@ def infer_event(manifest: Manifest) -> dict:
     return api_event("POST", f"{base}/infer", {"inputs": inputs})
 
 
+# What Lambda's python runtime puts on sys.path after /var/task (the bundle leaves them out): boto3 and the
+# pure-Python packages it needs.
+LAMBDA_RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+
+
+def lambda_runtime_path(folder: Path) -> Path | None:
+    """`folder`, holding links to this interpreter's copies of LAMBDA_RUNTIME_PACKAGES (pure Python, so any
+    interpreter may import them); None when one is not installed here."""
+    import importlib.util
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in LAMBDA_RUNTIME_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            return None
+        source = Path(spec.origin)
+        source = source.parent if source.name == "__init__.py" else source
+        if not (folder / source.name).exists():
+            (folder / source.name).symlink_to(source)
+    return folder
+
+
 def clean_env() -> dict[str, str]:
     """A Lambda-like environment: nothing of ours; OPENBLAS_* kept where the machine needs them to run numpy."""
     keep = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")}
     return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **keep}
 
 
-def run(python: Path, root: Path, event: dict, timeout: float = 120) -> dict:
-    """Run SCRIPT in a clean interpreter, cwd = the bundle, no inherited SLIMSERVE_* settings. -B: /var/task is
-    read-only on Lambda, so nothing compiled at run time is kept; and the folder probed is the one zipped next."""
+def run(
+    python: Path, root: Path, event: dict, timeout: float = 120, env: dict[str, str] | None = None, extra_path: tuple[str, ...] = ()
+) -> dict:
+    """Run SCRIPT in a clean interpreter, cwd = the bundle, no inherited SLIMSERVE_* settings but `env`. -B:
+    /var/task is read-only on Lambda, so nothing compiled at run time is kept; and the folder probed is the one
+    zipped next. `extra_path` goes after the bundle on sys.path (what Lambda's runtime provides: boto3)."""
     start = time.perf_counter()
     proc = subprocess.run(
-        [str(python), "-I", "-S", "-B", "-c", SCRIPT, str(root)],
+        [str(python), "-I", "-S", "-B", "-c", SCRIPT, str(root), *extra_path],
         input=json.dumps(event),
         cwd=root,
-        env=clean_env(),
+        env={**clean_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

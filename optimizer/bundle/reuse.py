@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from optimizer.bundle.common import MARKER, Options
+from shared.artifact.fetch import FETCH_FROM
 from shared.artifact.loading import MANIFEST
 
 BUILDER = Path(__file__).resolve().parent
@@ -35,6 +36,8 @@ def inputs_digest(stage: Path, pins: Iterable[object], opts: Options, *, precomp
     code = [p for p in stage.rglob("*") if p.is_file() and p.parts[len(stage.parts)] != "artifact"]
     files = [(p.relative_to(stage).as_posix(), p) for p in code]
     files.append((f"artifact/{MANIFEST}", stage / "artifact" / MANIFEST))
+    if (stage / "artifact" / FETCH_FROM).is_file():  # where the weights come from is part of what the zip is
+        files.append((f"artifact/{FETCH_FROM}", stage / "artifact" / FETCH_FROM))
     files += [(f"builder/{p.name}", p) for p in BUILDER.glob("*.py")]
     for name, path in sorted(files):
         digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())

@@ -23,16 +23,17 @@ from optimizer.bundle import pack, sizes, wheels
 from optimizer.bundle.common import (
     MARKER,
     Options,
+    artifact_record,
     copy_artifact,
     copy_code,
     needs_tokenizer,
     prepare_out,
+    tell_artifact,
 )
 from infra.limits import platform
 from optimizer.bundle.requirements import runtime_pins
 from optimizer.bundle.wheels import wheel_cache
 from optimizer.errors import CliError
-from shared.artifact.fetch import manifest_digest
 
 SHIMS = {
     "gcp-functions": (
@@ -57,7 +58,7 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
     with tempfile.TemporaryDirectory(prefix="slimserve-source-") as tmp_name:
         tmp = Path(tmp_name)
         source = tmp / "source"
-        manifest = copy_artifact(artifact, source / "artifact")
+        manifest, location = copy_artifact(artifact, source / "artifact", opts.fetch_from)
         copy_code(source, adapter)
         (source / entry).write_text(shim, encoding="utf-8")
         if adapter == "azure":
@@ -92,14 +93,14 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
         "python": opts.python,
         "entry": entry,
         "source_zip_sha256": digest,
-        "artifact": {"name": manifest.name, "version": manifest.version, "manifest_sha256": manifest_digest(artifact)},
+        "artifact": artifact_record(artifact, manifest, location),
         "tokenizer": needs_tokenizer(manifest),
         "requirements": [str(p) for p in pins],
         "sizes": measured.to_dict(),
     }
     (out / MARKER).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     opts.say(f"wrote {out} ({entry}, requirements.txt, functions/, shared/, artifact/)")
-    print(f"slimserve: artifact manifest sha256 {report['artifact']['manifest_sha256']} (the pin of a copy fetched from object storage)")
+    tell_artifact(report["artifact"])
     return report
 
 

@@ -14,6 +14,11 @@ whole in memory). Every load verifies every file's sha256 (`load_artifact`), cac
 folder that no longer verifies is fetched again; a remote file that does not match its manifest is
 refused. A fetch goes to a private temporary folder renamed into place when complete, so two processes
 sharing /tmp, or a fetch cut short by a timeout, never leave a half folder behind as valid.
+
+A function bundle of a `delivery: fetch` artifact (`slimserve bundle --fetch-from`) carries the artifact's
+manifest without its weights, and `fetch.json` beside it: {"location": "s3://b/p#sha256=<hex>"}. That folder
+localizes to the fetched copy; the pin must be the sha256 of the manifest shipped beside it, so the weights
+fetched are the ones the bundle was built (and probed) with.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ log = logging.getLogger("slimserve")
 
 PIN = "#sha256="
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists files and candidates: kilobytes, never this
+FETCH_FROM = "fetch.json"  # in a bundled artifact folder: where its weights are fetched from
 
 
 def is_remote(location: str) -> bool:
@@ -76,6 +82,8 @@ def localize(location: str, cache_dir: str | Path, storage: Storage, allow_unpin
         folder = parse(prefix).key if prefix.startswith("file://") else prefix
         if pin is not None:  # a local folder needs no pin, but one given is checked
             _check_pin(folder, hashlib.sha256((Path(folder) / MANIFEST).read_bytes()).hexdigest(), pin)
+        if (Path(folder) / FETCH_FROM).is_file():
+            return str(_fetch_pointed(Path(folder), Path(cache_dir), storage))
         return folder
     if pin is None and not allow_unpinned:
         raise ArtifactError(
@@ -122,6 +130,28 @@ def fetch_artifact(prefix: str, cache_dir: Path, storage: Storage, pin: str | No
     total = sum(e.bytes for e in manifest.files.values())
     log.info("artifact %s: fetched %d file(s), %d bytes, into %s", prefix, len(manifest.files), total, target)
     return target
+
+
+def pointer(location: str) -> dict:
+    """What `fetch.json` holds for a pinned remote `location`."""
+    return {"location": location}
+
+
+def _fetch_pointed(folder: Path, cache_dir: Path, storage: Storage) -> Path:
+    where = folder / FETCH_FROM
+    try:
+        raw = json.loads(where.read_bytes()[:65536])
+        location = raw["location"]
+        if not isinstance(location, str):
+            raise TypeError
+    except (OSError, ValueError, TypeError, KeyError):
+        raise ArtifactError(f"{where}: not {{\"location\": \"s3://bucket/prefix#sha256=<hex>\"}}") from None
+    prefix, pin = split_pin(location)
+    if pin is None or not is_remote(prefix):
+        raise ArtifactError(f"{where}: {location!r} must be a pinned s3://, gs:// or Azure Blob prefix")
+    _check_pin(location, manifest_digest(folder), pin)  # the manifest shipped beside it is the one to fetch
+    log.info("artifact %s: fetched from %s, as %s says", folder, prefix, FETCH_FROM)
+    return fetch_artifact(prefix, cache_dir, storage, pin)
 
 
 def private_dir(folder: Path) -> None:

@@ -3,11 +3,6 @@ Azurite (Azure Blob), and the disk."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-
 import numpy as np
 from pathlib import Path
 
@@ -16,11 +11,7 @@ import pytest
 from shared import storage
 from shared.errors import LimitExceeded, NotFound, RecordError, StorageError
 from shared.storage import Storage
-from tests.conftest import ROOT, free_port
-from tests.tools import need
-
-AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # its documented dev key
+from tests.conftest import free_port
 
 
 def test_uri_forms():
@@ -127,40 +118,6 @@ def test_gcs_backend_against_the_emulator(monkeypatch, tmp_path):
         exercise_listing(Storage(), "gs://slimserve-gcs/listing")
     finally:
         server.stop()
-
-
-@pytest.fixture
-def azurite(tmp_path, monkeypatch):
-    if not AZURITE.exists():
-        need("Azurite (node_modules/.bin/azurite-blob)", False, "run `npm ci` (make test does), which needs node")
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(tmp_path / "azurite"), "--silent", "--skipApiVersionCheck", "--loose"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    connection = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
-    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
-    try:
-        from azure.storage.blob import BlobServiceClient
-
-        # Wait for the port ourselves: the SDK's own retries back off for tens of seconds.
-        deadline = time.monotonic() + 120  # node starts slowly on a loaded machine
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"Azurite did not start (exit code {proc.poll()})") from None
-                time.sleep(0.1)
-        service = BlobServiceClient.from_connection_string(connection)
-        service.create_container("slimserve")
-        yield service, Storage(connection)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(tmp_path / "azurite", ignore_errors=True)
 
 
 def test_azure_backend_against_azurite(azurite, tmp_path):

@@ -7,6 +7,7 @@ default ~/.cache/slimserve/wheels), so the suite needs the index once per machin
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import shutil
 import tempfile
 from functools import cache
@@ -89,4 +90,20 @@ def write_text_artifact(folder: Path, task: str = "regression") -> Path:
         extra={"text": {"input": "text", "tokenizer": "tokenizer.json", "max_length": 16, "feeds": {"input_ids": "ids"}}},
     )
     write_manifest(folder, manifest)
+    return folder
+
+
+def write_fetch_artifact(folder: Path) -> Path:
+    """The tiny model with its weights in external data (model.onnx + model.onnx.data), `delivery: fetch`."""
+    import onnx
+
+    from shared.artifact.loading import file_entries, load_artifact, read_manifest, write_manifest
+
+    write_tiny_artifact(folder)
+    model = onnx.load(folder / "model.onnx")
+    onnx.save_model(model, folder / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)  # fmt: skip
+    manifest = read_manifest(folder)
+    write_manifest(folder, dataclasses.replace(manifest, files=file_entries(folder, ["model.onnx", "model.onnx.data"]), delivery="fetch"))
+    load_artifact(folder)
     return folder

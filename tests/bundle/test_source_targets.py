@@ -50,7 +50,8 @@ def test_functions_framework_serves_the_folder_from_its_root_main_py(gcp):
     need("functions-framework", (BIN / "functions-framework").exists(), "install the gcp extra (make test does)")
     out, _ = gcp
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_")}
+    # Not PYTHONPATH either (a worktree run sets it): the folder's own functions/ and shared/ must be what runs.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_") and k != "PYTHONPATH"}
     proc = subprocess.Popen(
         [str(BIN / "functions-framework"), "--source", str(out / "main.py"), "--target", "http", "--port", str(port)],
         cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -97,3 +98,46 @@ def test_azure_folder_indexes_the_adapter_from_its_root_function_app(azure):
     names, adapter_file = proc.stdout.strip().splitlines()[-2:]
     assert "http" in names
     assert Path(adapter_file).resolve() == (out / "functions/azure/function_app.py").resolve()
+
+
+def test_a_gcp_folder_of_a_fetch_delivered_artifact_fetches_its_model_from_gcs(tmp_path, monkeypatch):
+    """No model in the source folder; functions-framework serves it, the weights fetched from the GCS emulator."""
+    need("functions-framework", (BIN / "functions-framework").exists(), "install the gcp extra (make test does)")
+    from gcp_storage_emulator.server import create_server
+
+    from shared.storage import Storage
+    from slimserve.upload import upload
+    from tests.bundle.builds import write_fetch_artifact
+
+    artifact = write_fetch_artifact(tmp_path / "big")
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="models")
+    server.start()
+    proc = None
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+        location = upload(artifact, "gs://models/big/1", Storage(), say=lambda text: None)
+        out = tmp_path / "source"
+        report = build(artifact, out, Options(target="gcp-functions", quiet=True, fetch_from="gs://models/big/1"))
+        assert report["artifact"]["fetch_from"] == location
+        assert sorted(p.name for p in (out / "artifact").iterdir()) == ["fetch.json", "manifest.json"]
+        serve_port = free_port()
+        # Not PYTHONPATH either: the folder's own functions/ and shared/ must be what runs.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_") and k != "PYTHONPATH"}
+        env["SLIMSERVE_CACHE_DIR"] = str(tmp_path / "cache")
+        proc = subprocess.Popen(
+            [str(BIN / "functions-framework"), "--source", str(out / "main.py"), "--target", "http", "--port", str(serve_port)],
+            cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        wait_for_http(f"http://127.0.0.1:{serve_port}/v2/health/ready", proc, timeout=60)
+        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0.5, -1, 2, 0.25]}]})
+        request = urllib.request.Request(f"http://127.0.0.1:{serve_port}/v2/models/tiny/infer", data=body.encode(),
+                                         headers={"content-type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+        assert answer["model_name"] == "tiny" and len(answer["outputs"]) == 2
+        assert (tmp_path / "cache").is_dir() and any((tmp_path / "cache").iterdir())
+    finally:
+        if proc is not None:
+            _stop_group(proc)
+        server.stop()

@@ -83,7 +83,8 @@ def start_function(bundle, tmp_path_factory):
 
     def start(target: str, signature_type: str = "http", **env: str) -> Server:
         port = free_port()
-        base = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_")}
+        # Nor PYTHONPATH (a worktree run sets it): the bundle's own functions/ and shared/ must be what runs.
+        base = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_") and k != "PYTHONPATH"}
         cmd = [str(BIN / "functions-framework"), "--target", target, "--source", SOURCE,
                "--signature-type", signature_type, "--host", "127.0.0.1", "--port", str(port)]
         server = Server(cmd, port, bundle, {**base, "WORKERS": "1", "THREADS": "4", **env}, logs / f"{target}-{port}.log")
