@@ -66,6 +66,12 @@ class Platform:
     timeout_s: int  # longest invocation (HTTP where it differs)
     init_s: int | None  # how long cold start may take before the platform gives up; None: not documented apart
     sources: tuple[str, ...] = field(default=())
+    # Past init_s, how long a cold start may still take. AWS_LIFECYCLE: "If all three tasks do not complete within
+    # 10 seconds, Lambda retries the Init phase at the time of the first function invocation with the configured
+    # function timeout." So the first request after such a cold start waits for the load, under the HTTP
+    # function's 29 s (API Gateway's 30 s). (With SnapStart the init runs at publish, up to 130 s, but /tmp is
+    # then at most 512 MB, too small for the models that need this.)
+    first_request_s: int | None = None
 
     def package_limits(self, direct_upload: bool = False) -> tuple[SizeLimit, ...]:
         """The ceilings a package must meet: all of them for a direct upload, else those storage uploads keep."""
@@ -109,6 +115,7 @@ PLATFORMS: dict[str, Platform] = {
         timeout_s=900,  # API Gateway HTTP API integrations give up after 30 s
         init_s=10,
         sources=(AWS_QUOTAS, AWS_ACCOUNT_LIMIT, AWS_HTTP_API_QUOTAS),
+        first_request_s=29,  # serverless.yml's timeout for the HTTP function
     ),
     "gcp-functions": Platform(
         name="gcp-functions",

@@ -102,7 +102,7 @@ def decide(
         choice = choose([r for r in results if r.name in fitting or not r.within_tolerance], tolerance, metric, objective, costs)
         fit = fits[choice.candidate]
         where = (
-            f"fits in the {budget.target} bundle"
+            f"fits in the {budget.target} bundle" + (f"; {fit.reason}" if fit.reason else "")
             if fit.delivery == "bundle"
             else f"fetched into /tmp at cold start (~{fit.cold_start_s:.1f} s), too big for the {budget.target} bundle: {fit.reason}"
         )

@@ -136,3 +136,23 @@ def test_a_model_too_big_for_the_bundle_is_fetched(tmp_path: Path):
 def test_max_bytes_must_be_positive(tmp_path: Path, capsys):
     assert main(["optimize", str(tiny_spec(tmp_path / "p")), "--out", str(tmp_path / "a"), "--max-bytes", "0"]) == 2
     assert "--max-bytes 0 must be a positive" in capsys.readouterr().err
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:  # what the serving probe reports (optimizer.budget.Measured)
+    peak_rss_bytes: int
+    session_create_s: float
+
+
+def test_a_fetch_past_lambdas_init_limit_loads_in_the_first_request_under_the_timeout():
+    aws = budget_for("aws-lambda")
+    assert (aws.cold_start_s, aws.first_request_s) == (10.0, 29.0)
+    # 600 MB fetched at 75 MB/s (8 s) + 1.5 s base + 1 s session: ~10.5 s, past the init, inside the 29 s timeout
+    late = fit(Footprint(600 * MB, 580 * MB, 600 * MB), aws, Measured(900 * MB, 1.0))
+    assert late.delivery == "fetch" and late.cold_start_s == pytest.approx(1.5 + 1.0 + 600 / 75)
+    assert "runs it again in the first invocation" in late.reason and "under the 29 s timeout" in late.reason
+    # 2 GB: ~29 s of download alone, past the timeout too: the endpoint's
+    slow = fit(Footprint(2000 * MB, 1900 * MB, 2000 * MB), aws, Measured(2500 * MB, 1.0))
+    assert slow.delivery is None and "SnapStart" in slow.reason
+    # where the platform documents no such retry, past the cold start is past the budget
+    assert fit(Footprint(600 * MB, 580 * MB, 600 * MB), budget_for("gcp-functions"), Measured(900 * MB, 1.0)).delivery is None

@@ -83,8 +83,12 @@ def test_fit_refuses_a_measured_peak_over_the_target_memory_with_its_headroom():
 
 def test_a_cold_start_past_lambdas_init_says_what_happens():
     slow = Serving(100 * MB, 100 * MB, 9.0, 0.1, 0.1, 1, 1, "")
-    refused = fit(Footprint(MB, MB, MB), dataclasses.replace(budget_for("aws-lambda")), slow)  # 1.5 + 9.0 s > 10 s
-    assert refused.delivery is None and "cold start ~10.5 s > 10 s" in refused.reason
+    late = fit(Footprint(MB, MB, MB), budget_for("aws-lambda"), slow)  # 1.5 + 9.0 s > 10 s, inside the 29 s timeout
+    assert late.delivery == "bundle" and "~10.5 s cold start > the 10 s init" in late.reason
+    assert "first invocation" in late.reason and "under the 29 s timeout" in late.reason
+    slower = Serving(100 * MB, 100 * MB, 30.0, 0.1, 0.1, 1, 1, "")  # 31.5 s: past the timeout too
+    refused = fit(Footprint(MB, MB, MB), budget_for("aws-lambda"), slower)
+    assert refused.delivery is None and "cold start ~31.5 s > 10 s" in refused.reason
     assert "first invocation" in refused.reason and "SnapStart" in refused.reason
 
 
