@@ -206,10 +206,11 @@ class Candidate:
     description: str = field(default="", compare=False)
 
     def build(self, reference: Path, ctx: StepContext) -> Path:
-        """Run the plan on a copy of the reference; returns the last step's file, inside ctx.workdir."""
+        """Run the plan from the reference (steps never write their input); returns the last step's file,
+        inside ctx.workdir. No copy of the reference first: past 2 GB each copy costs gigabytes of disk."""
         folder = ctx.workdir / self.name
         folder.mkdir(parents=True, exist_ok=True)
-        current = onnx_io.copy(reference, folder / "0-reference.onnx")
+        current = reference
         for index, step in enumerate(self.steps, start=1):
             out = folder / f"{index}-{type(step).__name__}.onnx"
             with quiet_quantizer():
