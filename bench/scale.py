@@ -76,7 +76,7 @@ def build_model(folder: Path, hidden: int, layers: int, intermediate: int) -> di
     return facts
 
 
-def write_spec(work: Path, model: Path, target: str) -> Path:
+def write_spec(work: Path, model: Path, target: str, tolerance: float) -> Path:
     import yaml
 
     (work / "calibration.txt").write_text("\n".join(texts("calibration", CALIBRATION)) + "\n", encoding="utf-8")
@@ -88,7 +88,7 @@ def write_spec(work: Path, model: Path, target: str) -> Path:
         "inputs": [{"name": "text", "dtype": "string", "shape": [-1]}],
         "outputs": [{"name": "embedding", "dtype": "float32", "shape": [-1, hidden]}],
         "task": "embedding", "data": {"calibration": "calibration.txt", "evaluation": "evaluation.txt"},
-        "tolerance": 0.05, "target": target,
+        "tolerance": tolerance, "target": target,
     }  # fmt: skip
     path = work / f"{model.name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/slimserve-scale"))
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "scale.json")
     parser.add_argument("--candidates", default=CANDIDATES)
+    parser.add_argument("--tolerance", type=float, default=0.05, help="cosine drop allowed (the spec's tolerance)")
+    parser.add_argument("--build-only", action="store_true", help="build the model and its fp32 embeddings, then stop")
     args = parser.parse_args(argv)
     shape = PARTS[args.part]
     work = args.work
@@ -324,8 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     if not cached.is_file():
         np.save(cached, fp32_embeddings(model, sentences))
     want = np.load(cached)
+    if args.build_only:
+        print(json.dumps(result, indent=2))
+        return 0
     artifact = work / f"{args.part}-artifact"
-    result.update(optimize(write_spec(work, model, shape["target"]), artifact, shape["target"], args.candidates))
+    result.update(optimize(write_spec(work, model, shape["target"], args.tolerance), artifact, shape["target"], args.candidates))
     result.update(artifact_facts(artifact))
     result["session_creation_s"] = session_creation_s(artifact)
     if args.part == "a":

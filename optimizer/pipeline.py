@@ -185,7 +185,7 @@ def _try(
 
 def _footprint(path: Path, runnable: Path) -> Footprint:
     """The budget's footprint, counting a model's external data file with it (deployed, zipped and loaded)."""
-    data = onnx_io.data_files(path)
+    data = [] if compression(path) else onnx_io.data_files(path)
     if not data:
         return footprint(path, runnable)
     total = onnx_io.model_bytes(path)
