@@ -88,12 +88,12 @@ def save(model: onnx.ModelProto, dst: Path, source: Path | None = None) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tensors = list(_tensors(model))
     stale = dst.parent / data_name(dst)
-    big = sum(_nbytes(t) for t in tensors) > threshold()
+    big = sum(_nbytes(t, base) for t in tensors) > threshold()
     partial = stale.with_name(stale.name + ".partial")
     if big:
         with open(partial, "wb") as out:
             for tensor in tensors:
-                if _nbytes(tensor) >= MIN_EXTERNAL:
+                if _nbytes(tensor, base) >= MIN_EXTERNAL:
                     _write_outside(tensor, out, base, stale.name)
                 elif _external(tensor):
                     _inline(tensor, base)
@@ -161,9 +161,13 @@ def _set_location(tensor: TensorProto, location: str) -> None:
             entry.value = location
 
 
-def _nbytes(tensor: TensorProto) -> int:
+def _nbytes(tensor: TensorProto, base: Path) -> int:
     if _external(tensor):
-        return int(_info(tensor).get("length", 0))
+        info = _info(tensor)
+        if "length" in info:
+            return int(info["length"])
+        # torch's TorchScript exporter writes one file per tensor and no length: the rest of the file is the tensor
+        return (base / info["location"]).stat().st_size - int(info.get("offset", 0))
     if tensor.HasField("raw_data"):
         return len(tensor.raw_data)
     return tensor.ByteSize()  # typed fields (float_data...): about their size, enough to decide

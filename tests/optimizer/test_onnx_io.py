@@ -70,14 +70,25 @@ def test_the_same_model_under_the_threshold_is_one_file_with_the_same_answers(tm
     np.testing.assert_array_equal(_run(back), _run(inline))
 
 
-def test_one_file_per_tensor_is_gathered_into_one(tmp_path: Path, small_threshold):
-    """What torch's TorchScript exporter writes past 2 GB, and what the 1B-parameter export refused itself over."""
+@pytest.mark.parametrize("lengths", [True, False])
+def test_one_file_per_tensor_is_gathered_into_one(tmp_path: Path, small_threshold, lengths: bool):
+    """What torch's TorchScript exporter writes past 2 GB (a file per tensor, named by location alone, no
+    offset or length: `lengths=False`), and what the 1B-parameter export refused itself over."""
     spec = load_spec(tiny_spec(tmp_path))
     model = onnx.load(str(export_fp32(spec, tmp_path / "a" / "model.onnx")))
     scattered = tmp_path / "scattered"
     scattered.mkdir()
     onnx.save_model(model, str(scattered / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
     assert len(list(scattered.iterdir())) > 3
+    if not lengths:
+        bare = onnx.load(str(scattered / "model.onnx"), load_external_data=False)
+        for init in bare.graph.initializer:
+            kept = [(e.key, e.value) for e in init.external_data if e.key == "location"]
+            del init.external_data[:]
+            for key, value in kept:
+                entry = init.external_data.add()
+                entry.key, entry.value = key, value
+        onnx.save(bare, str(scattered / "model.onnx"))
     gathered = onnx_io.save(onnx_io.load(scattered / "model.onnx"), tmp_path / "g" / "model.onnx", scattered / "model.onnx")
     assert sorted(p.name for p in gathered.parent.iterdir()) == ["model.onnx", "model.onnx.data"]
     np.testing.assert_array_equal(_run(gathered), _run(scattered / "model.onnx"))
