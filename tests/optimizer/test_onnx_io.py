@@ -142,3 +142,19 @@ def test_a_bad_threshold_is_one_line(value: str, monkeypatch):
     monkeypatch.setenv(onnx_io.THRESHOLD_ENV, value)
     with pytest.raises(SpecError, match=rf"^SLIMSERVE_EXTERNAL_DATA_BYTES='{value}' must be a positive number of bytes$"):
         onnx_io.threshold()
+
+
+def test_a_model_past_the_threshold_is_not_repaired_layer_by_layer(tmp_path: Path, monkeypatch):
+    from optimizer.fallback import repairs, worth_repairing
+    from shared.artifact.manifest import CandidateResult
+
+    spec = load_spec(tiny_spec(tmp_path))
+    ctx = StepContext(spec=spec, calibration=load_dataset(spec, "calibration"), workdir=tmp_path / "work")
+    plan = (REGISTRY["fp32"], REGISTRY["int8-dynamic"])
+    results = [CandidateResult("fp32", 1000, {"drop": 0.0}, 1.0, True), CandidateResult("int8-dynamic", 300, {"drop": 0.5}, 1.0, False)]
+    assert [r.name for r in worth_repairing(results, "size")] == ["int8-dynamic"]
+    small = export_fp32(spec, tmp_path / "small" / "reference.onnx")
+    assert [c.name for c in repairs(plan, results, small, ctx, "size")] == ["int8-dynamic+fallback"]
+    monkeypatch.setenv(onnx_io.THRESHOLD_ENV, "10000")
+    big = export_fp32(spec, tmp_path / "big" / "reference.onnx")
+    assert list(repairs(plan, results, big, ctx, "size")) == []
