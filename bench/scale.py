@@ -224,7 +224,8 @@ def serve_and_measure(location: str, name: str, sentences: list[str], env: dict,
 def optimize(spec: Path, artifact: Path, target: str, candidates: str) -> dict:
     if (artifact / "manifest.json").is_file() and (artifact / "optimize.json").is_file():
         return json.loads((artifact / "optimize.json").read_text())
-    wall, rss, _ = run_measured(cli("optimize", str(spec), "--target", target, "--out", str(artifact), "--candidates", candidates, "--quiet"))
+    command = cli("optimize", str(spec), "--target", target, "--out", str(artifact), "--candidates", candidates, "--quiet")
+    wall, rss, _ = run_measured(command)
     facts = {"optimize_wall_s": round(wall, 1), "optimizer_peak_rss_bytes": rss}
     (artifact / "optimize.json").write_text(json.dumps(facts))  # beside, not in the manifest: not an artifact file
     return facts
@@ -238,7 +239,8 @@ def artifact_facts(artifact: Path) -> dict:
         "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
         "artifact_bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
         "optimizer_mean_cosine": chosen["metrics"].get("cosine"),
-        "candidates": {c["name"]: {"bytes": c["bytes"], "cosine": c["metrics"].get("cosine"), "note": c["note"][:160]} for c in manifest["candidates"]},
+        "candidates": {c["name"]: {"bytes": c["bytes"], "cosine": c["metrics"].get("cosine"), "note": c["note"][:160]}
+                       for c in manifest["candidates"]},
     }  # fmt: skip
 
 
