@@ -258,7 +258,7 @@ def part_a(work: Path, facts: dict, sentences: list[str], want: np.ndarray) -> d
     from optimizer.bundle.pack import find_python
 
     artifact, dist = work / "a-artifact", work / "a-dist"
-    wall, rss, _ = run_measured(cli("bundle", str(artifact), "--target", "aws-lambda", "--out", str(dist), "--quiet"))
+    wall, _, _ = run_measured(cli("bundle", str(artifact), "--target", "aws-lambda", "--out", str(dist), "--quiet"))
     report = json.loads((dist / "bundle.json").read_text())
     task = work / "a-task"
     shutil.rmtree(task, ignore_errors=True)

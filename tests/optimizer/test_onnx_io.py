@@ -15,9 +15,9 @@ import pytest
 
 from optimizer import onnx_io
 from optimizer.candidates import REGISTRY, GraphOptimize
+from optimizer.data import load_dataset
 from optimizer.errors import SpecError
 from optimizer.export import export_fp32
-from optimizer.data import load_dataset
 from optimizer.spec import load_spec
 from optimizer.steps import StepContext
 from tests.optimizer.conftest import tiny_spec

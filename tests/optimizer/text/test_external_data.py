@@ -87,7 +87,7 @@ def test_a_missing_data_file_is_refused_in_one_line(big_artifact: Path, tmp_path
     (folder / "model.onnx.data").unlink()
     with pytest.raises(ArtifactError, match=r"model.onnx.data is listed in the manifest but missing"):
         load_artifact(folder)
-    proc = subprocess.run([sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0"], check=False, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "model.onnx.data is listed in the manifest but missing" in proc.stderr
@@ -101,7 +101,7 @@ def test_an_unlisted_data_file_is_refused_in_one_line(big_artifact: Path, tmp_pa
     write_manifest(folder, Manifest.from_dict(raw))
     with pytest.raises(ArtifactError, match=r"reads external data from 'model.onnx.data', which the manifest does not list"):
         load_artifact(folder)
-    proc = subprocess.run([sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0"], check=False, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
