@@ -14,7 +14,6 @@ import contextlib
 import io
 import logging
 import math
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from optimizer import onnx_io
 from optimizer.data import Dataset
 from optimizer.precision import Float16, QuantizeEmbeddings, WeightOnly, needs_reduce_range
 from optimizer.sparse import Compress, MagnitudePrune
@@ -47,6 +47,9 @@ class GraphOptimize:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(dst)
+        if onnx_io.data_files(src):  # the optimized model keeps its weights outside too, in one file
+            options.add_session_config_entry("session.optimized_model_external_initializers_file_name", onnx_io.data_name(dst))
+            options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", str(onnx_io.MIN_EXTERNAL))
         ort.InferenceSession(str(src), sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -66,8 +69,12 @@ class QuantPreProcess:
         # when symbolic shape inference gives up, onnxruntime saves its partial model (and a copy of every
         # weight as external data) into the working directory; keep that litter beside the candidate
         src, dst = src.resolve(), dst.resolve()
+        scratch = dst.with_name(dst.stem + ".preprocessed.onnx")
+        big = bool(onnx_io.data_files(src))
         with contextlib.chdir(dst.parent):
-            quant_pre_process(str(src), str(dst), skip_symbolic_shape=self.skip_symbolic_shape)
+            quant_pre_process(str(src), str(scratch), skip_symbolic_shape=self.skip_symbolic_shape, save_as_external_data=big,
+                              all_tensors_to_one_file=True, external_data_location=onnx_io.data_name(scratch))  # fmt: skip
+        _normalized(scratch, dst)
 
 
 @dataclass(frozen=True)
@@ -87,15 +94,18 @@ class DynamicInt8:
     def apply(self, src: Path, dst: Path, ctx: StepContext) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        scratch = dst.with_name(dst.stem + ".dynamic.onnx")
         quantize_dynamic(
             str(src),
-            str(dst),
+            str(scratch),
             op_types_to_quantize=list(self.op_types) if self.op_types else None,
             per_channel=self.per_channel,
             reduce_range=needs_reduce_range() if self.reduce_range is None else self.reduce_range,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(self.nodes_to_exclude) or None,
+            use_external_data_format=bool(onnx_io.data_files(src)),  # past 2 GB in, maybe past 2 GB out
         )
+        _normalized(scratch, dst)
 
 
 _QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
@@ -132,11 +142,12 @@ class StaticQDQ:
         data = ctx.calibration.head(self.max_samples)
         batch = self._batch(ctx.spec)
         # the histogram calibrators print their progress on stdout; the CLI owns the terminal
+        scratch = dst.with_name(dst.stem + ".static.onnx")
         with ctx.progress.task(f"calibrating ({self.method})", total=math.ceil(len(data) / batch)) as advance, \
                 contextlib.redirect_stdout(io.StringIO()):  # fmt: skip
             quantize_static(
                 str(src),
-                str(dst),
+                str(scratch),
                 _Reader(data, batch, advance),
                 quant_format=QuantFormat.QDQ,
                 per_channel=self.per_channel,
@@ -147,7 +158,9 @@ class StaticQDQ:
                 nodes_to_exclude=list(self.nodes_to_exclude) or None,
                 op_types_to_quantize=list(self.op_types) if self.op_types else None,
                 extra_options=self._calibration_options(),
+                use_external_data_format=bool(onnx_io.data_files(src)),
             )
+        _normalized(scratch, dst)
 
     def _calibration_options(self) -> dict:
         """The typed fields above in onnxruntime's CamelCase `extra_options`, only where they apply."""
@@ -163,6 +176,13 @@ class StaticQDQ:
     def _batch(self, spec: Spec) -> int:
         fixed = {t.shape[0] for t in spec.inputs if t.shape and t.shape[0] != -1}
         return fixed.pop() if len(fixed) == 1 else self.batch_size
+
+
+def _normalized(scratch: Path, dst: Path) -> None:
+    """onnxruntime's quantizers write one file, or one data file named their own way: ours from here."""
+    onnx_io.save(onnx_io.load(scratch), dst, scratch)
+    for path in (*onnx_io.data_files(scratch), scratch):
+        path.unlink(missing_ok=True)
 
 
 class _Reader:
@@ -186,11 +206,11 @@ class Candidate:
     description: str = field(default="", compare=False)
 
     def build(self, reference: Path, ctx: StepContext) -> Path:
-        """Run the plan on a copy of the reference; returns the last step's file, inside ctx.workdir."""
+        """Run the plan from the reference (steps never write their input); returns the last step's file,
+        inside ctx.workdir. No copy of the reference first: past 2 GB each copy costs gigabytes of disk."""
         folder = ctx.workdir / self.name
         folder.mkdir(parents=True, exist_ok=True)
-        current = folder / "0-reference.onnx"
-        shutil.copyfile(reference, current)
+        current = reference
         for index, step in enumerate(self.steps, start=1):
             out = folder / f"{index}-{type(step).__name__}.onnx"
             with quiet_quantizer():

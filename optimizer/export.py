@@ -5,9 +5,12 @@ Which exporter, measured with torch 2.13:
   takes (`dynamo=False`; the dynamo path cannot turn `dynamic_axes` into `dynamic_shapes` for it).
 - ExportedProgram (`.pt2`): `torch.export.load` then the dynamo exporter. Its dynamic axes are the ones the
   program was exported with (`torch.export.export(..., dynamic_shapes=...)`); a program traced with a
-  static batch keeps it, and the signature check below says so. It writes weights as external data,
-  which we fold back into one file (an artifact is one model file under 2 GB for now).
-- ONNX (`.onnx`): checked with `onnx.checker` and copied.
+  static batch keeps it, and the signature check below says so.
+- ONNX (`.onnx`): checked with `onnx.checker` (by path, so past 2 GB too) and copied.
+
+Past protobuf's 2 GB, the TorchScript exporter writes one external-data file per tensor and the dynamo one
+a data file of its own naming; every exporter writes into a scratch folder, and `onnx_io.save` gathers the
+result into `dst` alone, or `dst` + one `dst.data` past SLIMSERVE_EXTERNAL_DATA_BYTES.
 
 Whatever the source, `check_signature` then runs the model once with onnxruntime on inputs shaped like the
 spec, so a wrong name, dtype or axis is one SpecError line, never a traceback later.
@@ -15,14 +18,14 @@ spec, so a wrong name, dtype or axis is one SpecError line, never a traceback la
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import onnx
 
+from optimizer import onnx_io
 from optimizer.errors import SpecError
-from optimizer.export_common import OPSET, error_line, quiet_exporters
+from optimizer.export_common import OPSET, error_line, quiet_exporters, scratch_export
 from optimizer.shape_hint import shape_error
 from optimizer.signature import check_signature, example_inputs
 from optimizer.spec import Spec
@@ -53,10 +56,10 @@ def _copy_onnx(spec: Spec, dst: Path) -> None:
     where = spec.where("source.path")
     try:
         onnx.checker.check_model(str(spec.source.path), full_check=True)
-        model = onnx.load(str(spec.source.path))  # also pulls in external data beside it
+        model = onnx_io.load(spec.source.path)  # external data beside it is copied tensor by tensor
     except Exception as exc:  # onnx raises ValidationError, DecodeError, OSError...
         raise where.error(f"is not a valid ONNX model: {error_line(exc)}") from None
-    onnx.save(model, str(dst))
+    onnx_io.save(model, dst, spec.source.path)
 
 
 def _export_torchscript(spec: Spec, dst: Path) -> None:
@@ -84,12 +87,12 @@ def export_module(module: "torch.nn.Module", spec: Spec, dst: Path) -> None:
         except Exception as exc:
             raise shape_error(module, spec, exc) from None
     dynamic = {t.name: {axis: f"{t.name}_{axis}" for axis, s in enumerate(t.shape) if s == -1} for t in spec.inputs + spec.outputs}
-    with quiet_exporters(), torch.no_grad():
+    with quiet_exporters(), torch.no_grad(), scratch_export(dst) as scratch:
         try:
             torch.onnx.export(
                 module,
                 args,
-                str(dst),
+                str(scratch),
                 input_names=[t.name for t in spec.inputs],
                 output_names=[t.name for t in spec.outputs],
                 dynamic_axes={name: axes for name, axes in dynamic.items() if axes},
@@ -108,26 +111,20 @@ def _export_program(spec: Spec, dst: Path) -> None:
         program = torch.export.load(str(spec.source.path))
     except Exception as exc:
         raise where.error(f"is not an ExportedProgram torch.export.load can read: {error_line(exc)}") from None
-    scratch = dst.parent / (dst.stem + ".dynamo")
-    scratch.mkdir(exist_ok=True)
-    try:
-        with quiet_exporters():
-            try:
-                torch.onnx.export(
-                    program,
-                    (),
-                    str(scratch / "model.onnx"),
-                    input_names=[t.name for t in spec.inputs],
-                    output_names=[t.name for t in spec.outputs],
-                    opset_version=OPSET,
-                    dynamo=True,
-                    verbose=False,
-                )
-            except Exception as exc:
-                raise _run_error(spec, exc) from None
-        onnx.save(onnx.load(str(scratch / "model.onnx")), str(dst))  # fold external data into one file
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with quiet_exporters(), scratch_export(dst) as scratch:
+        try:
+            torch.onnx.export(
+                program,
+                (),
+                str(scratch),
+                input_names=[t.name for t in spec.inputs],
+                output_names=[t.name for t in spec.outputs],
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+            )
+        except Exception as exc:
+            raise _run_error(spec, exc) from None
 
 
 def _run_error(spec: Spec, exc: Exception) -> SpecError:

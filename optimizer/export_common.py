@@ -1,5 +1,6 @@
 """What the two export paths share: `export` (ONNX, TorchScript, ExportedProgram sources) and `hf_export`
-(Hugging Face folders) target one opset, silence the exporters the same way and report errors the same way.
+(Hugging Face folders) target one opset, silence the exporters the same way, gather what they write into one
+model file (+ one data file past SLIMSERVE_EXTERNAL_DATA_BYTES) and report errors the same way.
 
 Kept apart from both so that `export`, which hands transformers sources to `hf_export`, is the only one of
 the two that imports the other.
@@ -11,9 +12,14 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from optimizer import onnx_io
 
 OPSET = 18  # the dynamo exporter's lowest; the legacy one is pinned to it too so both paths agree
 
@@ -49,6 +55,19 @@ def _stderr_fd_aside():
                 os.dup2(saved, 2)
     finally:
         os.close(saved)
+
+
+@contextlib.contextmanager
+def scratch_export(dst: Path) -> Iterator[Path]:
+    """Where an exporter writes (with whatever external files it makes); gathered into `dst` on success."""
+    folder = dst.parent / (dst.stem + ".export")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        yield folder / "model.onnx"
+        onnx_io.save(onnx_io.load(folder / "model.onnx"), dst, folder / "model.onnx")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def error_line(exc: BaseException) -> str:

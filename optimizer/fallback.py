@@ -10,6 +10,9 @@ layers at higher precision, and is tried again.
     3. the repaired plan (`<name>+fallback`) goes back to the pipeline, which measures it on the
        evaluation data like any candidate.
 
+A model past SLIMSERVE_EXTERNAL_DATA_BYTES is not repaired: step 1 writes one model per quantizable layer,
+each as large as the model (a 1B-parameter BERT: ~120 layers x 4 GB); its failing candidates stay failed.
+
 Everything here is decided on calibration data, never on evaluation data: the evaluation figure of a
 repaired candidate stays a held-out figure. A layer here is an ONNX node; a step takes part when it
 offers `quantizable(model) -> names` and `keeping(names, fp32=False) -> step` (the steps of
@@ -28,6 +31,7 @@ import numpy as np
 import onnx
 
 from optimizer import candidates as registry
+from optimizer import onnx_io
 from optimizer.evaluate import run_model, task_metrics, with_drop
 from optimizer.steps import StepContext
 from shared.artifact.manifest import CandidateResult
@@ -102,6 +106,8 @@ def repairs(
     config: FallbackConfig = FallbackConfig(),
 ) -> Iterator[registry.Candidate]:
     """Repaired plans for the failing candidates worth it (see `worth_repairing`), for the pipeline to measure."""
+    if onnx_io.data_files(reference):  # one model per layer, each gigabytes past the threshold: hours of disk writes
+        return
     by_name = {c.name: c for c in plan}
     chosen = [r for r in worth_repairing(results, objective) if any(layered(s) for s in by_name[r.name].steps)]
     for result in chosen[: config.max_repairs]:

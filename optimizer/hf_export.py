@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from optimizer.export_common import OPSET, error_line, quiet_exporters
+from optimizer.export_common import OPSET, error_line, quiet_exporters, scratch_export
 from optimizer.spec import Spec, Where
 from shared.serving.text import TextConfig, TextEncoder
 
@@ -95,13 +95,14 @@ def export_transformers(spec: Spec, dst: Path) -> Path:
     args = tuple(torch.from_numpy(probe[n]) for n in names)
     output = spec.outputs[0].name
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {output: {0: "batch"}}
-    with quiet_exporters(), torch.no_grad():
+    with quiet_exporters(), torch.no_grad(), scratch_export(dst) as scratch:
         expected = graph(*args).numpy()
         try:
-            torch.onnx.export(graph, args, str(dst), input_names=names, output_names=[output], dynamic_axes=axes,
+            torch.onnx.export(graph, args, str(scratch), input_names=names, output_names=[output], dynamic_axes=axes,
                               opset_version=OPSET, dynamo=False)  # fmt: skip
         except Exception as exc:
             raise spec.where("source.transformers").error(f"could not be exported to ONNX: {error_line(exc)}") from None
+    del graph, model  # the check's session needs the memory the torch weights held (4 GB at a billion parameters)
     _check(spec, dst, probe, expected)
     (dst.parent / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
     return dst

@@ -13,8 +13,8 @@ from pathlib import Path
 import onnxruntime as ort
 
 from optimizer import candidates as registry
-from optimizer import report
-from optimizer.budget import Budget, Fit, Footprint, budget_for, fit, footprint
+from optimizer import onnx_io, report
+from optimizer.budget import Budget, Fit, Footprint, budget_for, deflated_size, fit, footprint
 from optimizer.data import load_dataset
 from optimizer.errors import CliError, NotApplicable, SpecError
 from optimizer.evaluate import Reference, TimingConfig, measure
@@ -37,7 +37,7 @@ from optimizer.timing import paired
 from optimizer.training_spec import Distill
 from shared.artifact.fetch import manifest_digest
 from shared.artifact.loading import MANIFEST, file_entries, load_artifact, sha256_of, write_manifest
-from shared.artifact.manifest import INFLATED
+from shared.artifact.manifest import EXTERNAL_DATA, INFLATED
 from shared.artifact.manifest import CandidateResult, Manifest
 
 MODEL_FILE = "model.onnx"
@@ -195,8 +195,18 @@ def _try(
     if runnable != path:
         note += f"; {runnable.stat().st_size:,} bytes inflated"
     ok = within_tolerance(measured.metrics["drop"], ctx.spec.tolerance)
-    result = CandidateResult(candidate.name, path.stat().st_size, measured.metrics, timed.latency_ms, ok, note)
-    return result, path, footprint(path, runnable), timed.speedup
+    size = _footprint(path, runnable)
+    result = CandidateResult(candidate.name, size.deployed, measured.metrics, timed.latency_ms, ok, note)
+    return result, path, size, timed.speedup
+
+
+def _footprint(path: Path, runnable: Path) -> Footprint:
+    """The budget's footprint, counting a model's external data file with it (deployed, zipped and loaded)."""
+    data = [] if compression(path) else onnx_io.data_files(path)
+    if not data:
+        return footprint(path, runnable)
+    total = onnx_io.model_bytes(path)
+    return Footprint(total, sum(deflated_size(p) for p in (path, *data)), total)
 
 
 # metrics come from `measure`, latency from `paired` (alternating with fp32): measure's own timing is skipped
@@ -290,8 +300,14 @@ def _write(folder: Path, spec: Spec, model: Path, results, decision: Decision, e
     try:
         packed = compression(model)
         model_file = f"{MODEL_FILE}.{packed}" if packed else MODEL_FILE
-        shutil.copyfile(model, staging / model_file)
-        shipped = [model_file, *ship_text_files(spec, staging)]
+        if packed:
+            shutil.copyfile(model, staging / model_file)
+        else:  # with its external data file, if it has one, renamed to model.onnx.data
+            onnx_io.copy(model, staging / model_file)
+        external = [p.name for p in onnx_io.data_files(staging / model_file)] if not packed else []
+        if external:
+            extra = {**extra, EXTERNAL_DATA: external}
+        shipped = [model_file, *external, *ship_text_files(spec, staging)]
         if packed:  # what the runtime checks the inflated copy against (shared/artifact/inflate.py)
             inflated = model.with_suffix(".inflated.onnx")
             extra = {**extra, INFLATED: {"sha256": sha256_of(inflated), "bytes": inflated.stat().st_size}}

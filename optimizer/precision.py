@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from optimizer import onnx_io
 from optimizer.errors import NotApplicable
 
 if TYPE_CHECKING:
@@ -67,7 +68,9 @@ class Float16:
     def apply(self, src: Path, dst: Path, ctx: StepContext) -> None:
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=self.keep_io_types), str(dst))
+        big = bool(onnx_io.data_files(src))  # shape inference serializes the model: not past 2 GB
+        model = onnx.load(str(src))  # every float tensor is rewritten: all of them in memory, once
+        onnx_io.save(convert_float_to_float16(model, keep_io_types=self.keep_io_types, disable_shape_infer=big), dst, src)
 
 
 def _constant_weights(model: onnx.ModelProto, op_type: str, index: int, rank: int = 2) -> dict[str, onnx.TensorProto]:
@@ -105,18 +108,19 @@ class WeightOnly:
         return dataclasses.replace(self, keep=tuple(nodes), keep_bits=None if fp32 else self.keep_bits)
 
     def apply(self, src: Path, dst: Path, ctx: StepContext) -> None:
-        model = onnx.load(str(src))
+        model = onnx_io.load(src)  # weights stay on disk until each is quantized: one fp32 tensor in memory at a time
         targets = self.quantizable(model)
         if not targets:
             raise NotApplicable("no MatMul or Gemm with a constant 2-D weight")
-        _gemms_as_matmuls(model, _plain_gemms(model))
         keep = [n for n in targets if n in set(self.keep)]
         level = _ACCURACY_LEVEL[self.compute]
-        model = _nbits(model, self.bits, self.block_size, self.symmetric, level, exclude=keep)
         higher = self.keep_bits if self.keep_bits and self.keep_bits > self.bits else None
-        if keep and higher:
-            model = _nbits(model, higher, self.keep_block_size, self.symmetric, level, exclude=[n for n in targets if n not in keep])
-        onnx.save(model, str(dst))
+        with onnx_io.weights_beside(src):
+            _gemms_as_matmuls(model, _plain_gemms(model))
+            model = _nbits(model, self.bits, self.block_size, self.symmetric, level, exclude=keep)
+            if keep and higher:
+                model = _nbits(model, higher, self.keep_block_size, self.symmetric, level, exclude=[n for n in targets if n not in keep])
+        onnx_io.save(model, dst, src)
 
 
 def _plain_gemms(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -208,14 +212,15 @@ class QuantizeEmbeddings:
         return block if block >= 16 else None
 
     def apply(self, src: Path, dst: Path, ctx: StepContext) -> None:
-        model = onnx.load(str(src))
+        model = onnx_io.load(src)
         tables = {n: t for n, t in self._tables(model).items() if self._block(t.dims[1])}
         higher = self.keep_bits if self.keep_bits and self.keep_bits > self.bits else None
         plan = {name: (self.bits if name not in self.keep else higher) for name in tables}
         plan = {name: bits for name, bits in plan.items() if bits}
         if plan:
-            _rewrite_gathers(model, {n: (bits, self._block(tables[n].dims[1])) for n, bits in plan.items()}, tables)
-        onnx.save(model, str(dst))
+            with onnx_io.weights_beside(src):
+                _rewrite_gathers(model, {n: (bits, self._block(tables[n].dims[1])) for n, bits in plan.items()}, tables)
+        onnx_io.save(model, dst, src)
 
 
 def _axis(node: onnx.NodeProto) -> int:

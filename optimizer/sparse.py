@@ -20,6 +20,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from optimizer import onnx_io
+from optimizer.errors import NotApplicable
+
 _WEIGHT_INPUTS = {"Conv": 1, "Gemm": 1, "MatMul": 1, "ConvTranspose": 1}
 _MAGIC = {b"\xfd7zXZ\x00": "xz", b"\x1f\x8b": "gz"}
 
@@ -32,19 +35,21 @@ class MagnitudePrune:
     min_elements: int = 1024  # first convolutions and small heads: little to gain, much accuracy to lose
 
     def apply(self, src: Path, dst: Path, ctx) -> None:
-        model = onnx.load(str(src))
+        model = onnx_io.load(src)
         weights = _weight_names(model.graph)
         for index, init in enumerate(model.graph.initializer):
             if init.name not in weights or init.data_type != onnx.TensorProto.FLOAT:
                 continue
-            array = numpy_helper.to_array(init)
+            if int(np.prod(init.dims)) < self.min_elements:
+                continue
+            array = numpy_helper.to_array(init, str(src.resolve().parent))
             if array.size < self.min_elements:
                 continue
             cut = int(array.size * self.sparsity)
             threshold = np.partition(np.abs(array).ravel(), cut)[cut] if cut else 0.0
             pruned = np.where(np.abs(array) < threshold, 0.0, array).astype(array.dtype)
             model.graph.initializer[index].CopyFrom(numpy_helper.from_array(pruned, init.name))
-        onnx.save(model, str(dst))
+        onnx_io.save(model, dst, src)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class Compress:
     format: Literal["xz", "gz"] = "gz"
 
     def apply(self, src: Path, dst: Path, ctx) -> None:
+        if onnx_io.data_files(src):
+            raise NotApplicable("the model keeps its weights in an external data file, which ships uncompressed")
         with open(src, "rb") as fin, open(dst, "wb") as raw:
             # level 6: within 1% of 9 on float weights at several times the speed; mtime 0: same bytes each run
             packer = lzma.open(raw, "wb", preset=6) if self.format == "xz" else gzip.GzipFile("", "wb", 6, raw, mtime=0)

@@ -22,6 +22,7 @@ TASKS = ("classification", "embedding", "regression")
 PLACEMENTS = ("function", "endpoint")
 DELIVERIES = ("bundle", "fetch")
 INFLATED = "inflated"  # extra key: sha256 and bytes of the ONNX file a compressed model_file inflates to
+EXTERNAL_DATA = "external_data"  # extra key: the files model_file reads its weights from (a model past 2 GB)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,9 @@ class Manifest:
         extra = _get(raw, "extra", dict) if "extra" in raw else {}
         if INFLATED in extra:
             _file_entry(extra[INFLATED], f"extra.{INFLATED}")  # its sha256 becomes a cache path: hex only
+        external = extra.get(EXTERNAL_DATA, [])
+        if not isinstance(external, list) or any(not isinstance(name, str) or name not in files for name in external):
+            raise ArtifactError(f"manifest: extra.{EXTERNAL_DATA} must list files named in files, not {external!r}")
         fallback = extra.get("fallback")
         if fallback:
             fallback_file = fallback.get("model_file") if isinstance(fallback, dict) else fallback
@@ -140,6 +144,11 @@ class Manifest:
     def model_files(self) -> tuple[str, ...]:
         """Every file onnxruntime may load as a model, whatever its suffix."""
         return tuple(dict.fromkeys(f for f in (self.model_file, self.fallback_file) if f))
+
+    @property
+    def weight_files(self) -> tuple[str, ...]:
+        """`model_file` and the external data it reads: what stays off a function when the model does."""
+        return (self.model_file, *self.extra.get(EXTERNAL_DATA, ()))
 
 
 def _file_entry(entry: Any, where: str) -> FileEntry:

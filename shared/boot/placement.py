@@ -46,7 +46,7 @@ def load_model(folder: str | Path, settings: Settings, storage: Storage | None =
             artifact = Artifact(artifact.folder, replace(artifact.manifest, placement="function"))
         return LocalModel.load(artifact, settings.cache_dir, settings.ort_threads, settings.providers)
 
-    artifact = load_artifact(folder, absent_ok=frozenset({manifest.model_file}))
+    artifact = load_artifact(folder, absent_ok=frozenset(manifest.weight_files))
     fallback = _load_fallback(artifact, settings, forced=manifest.placement == "function")
     transport = make_transport(settings)
     deferrer = None

@@ -83,7 +83,7 @@ def check_artifacts(settings: Settings) -> list[str]:
     for location in locations(settings):
         folder = localize(location, settings.cache_dir, storage, settings.allow_unpinned)
         manifest = read_manifest(folder)
-        absent_ok = frozenset({manifest.model_file}) if (settings.placement or manifest.placement) == "endpoint" else frozenset()
+        absent_ok = frozenset(manifest.weight_files) if (settings.placement or manifest.placement) == "endpoint" else frozenset()
         load_artifact(folder, absent_ok)
         pinned = PIN in location or is_remote(location)
         checked.append(f"{folder}{PIN}{manifest_digest(folder)}" if pinned else folder)

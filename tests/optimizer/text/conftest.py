@@ -24,8 +24,9 @@ def sentences():
     return module
 
 
-def tiny_bert(folder: Path, *, hidden: int = 64, seed: int = 0, classes: int | None = None) -> Path:
-    """A BertModel (or a sequence classifier with `classes` labels) + tokenizer.json in `folder`."""
+def tiny_bert(folder: Path, *, hidden: int = 64, seed: int = 0, classes: int | None = None, shard: str | None = None) -> Path:
+    """A BertModel (or a sequence classifier with `classes` labels) + tokenizer.json in `folder`; `shard`
+    (e.g. "100KB") saves the weights as sharded safetensors with an index, as large models come."""
     import torch
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertForSequenceClassification, BertModel
@@ -47,14 +48,14 @@ def tiny_bert(folder: Path, *, hidden: int = 64, seed: int = 0, classes: int | N
     config = BertConfig(vocab_size=1000, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=2 * hidden, max_position_embeddings=128, pad_token_id=0)  # fmt: skip
     model = BertModel(config) if classes is None else BertForSequenceClassification(config.__class__(**config.to_dict(), num_labels=classes))
-    model.eval().save_pretrained(str(folder))
+    model.eval().save_pretrained(str(folder), **({"max_shard_size": shard} if shard else {}))
     return folder
 
 
-def tiny_project(tmp: Path, *, task: str = "embedding", tolerance: float = 0.01, **source) -> Path:
+def tiny_project(tmp: Path, *, task: str = "embedding", tolerance: float = 0.01, shard: str | None = None, **source) -> Path:
     """model.yaml + texts + the tiny BERT in `tmp`; `source` adds keys under `source:`."""
     calibration, evaluation = sentences().split(64, 64)
-    tiny_bert(tmp / "bert", classes=3 if task == "classification" else None)
+    tiny_bert(tmp / "bert", classes=3 if task == "classification" else None, shard=shard)
     (tmp / "calibration.txt").write_text("\n".join(calibration) + "\n", encoding="utf-8")
     (tmp / "evaluation.txt").write_text("\n".join(evaluation) + "\n", encoding="utf-8")
     width = 3 if task == "classification" else 64
