@@ -55,7 +55,7 @@ def shipped_files(manifest: Manifest, folder: Path | None = None, fetched: bool 
     in `folder`. report.md and pareto.png are not listed: not shipped."""
     if not (fetched or manifest.delivery == "fetch" or manifest.placement == "endpoint"):
         return sorted(manifest.files)
-    weights = {manifest.model_file}
+    weights = set(manifest.weight_files)
     model = resolve_inside(folder, manifest.model_file) if folder is not None else None
     if model is not None and model.is_file() and model.stat().st_size and not manifest.model_file.endswith((".xz", ".gz")):
         with open(model, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:

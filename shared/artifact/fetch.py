@@ -176,8 +176,8 @@ def _check_pin(where: str, digest: str, pin: str) -> None:
 
 
 def _absent_ok(manifest: Manifest) -> frozenset[str]:
-    # An endpoint-placed model's weights may stay with the endpoint (shared/boot/placement.py).
-    return frozenset({manifest.model_file}) if manifest.placement == "endpoint" else frozenset()
+    # An endpoint-placed model's weights (and their external data) may stay with the endpoint (shared/boot/placement.py).
+    return frozenset(manifest.weight_files) if manifest.placement == "endpoint" else frozenset()
 
 
 def _read_manifest(storage: Storage, prefix: str) -> bytes:
