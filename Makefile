@@ -27,7 +27,10 @@ demo-text: $(STAMP)
 
 # SLIMSERVE_TESTS_REQUIRE_TOOLS=1: a test whose tool (node and npm packages, python3.12, emulators) is
 # missing fails, naming it, instead of skipping (tests/tools.py).
+# ruff (pyproject.toml [tool.ruff]) lints and checks the formatting first: `ruff format .` fixes the latter.
 test: $(STAMP) $(NPM_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	SLIMSERVE_TESTS_REQUIRE_TOOLS=1 $(BIN)/python -m pytest -q
 
 # On a machine with an NVIDIA GPU (CUDA 12, cuDNN 9): the endpoint's CUDA answers against its CPU answers,
