@@ -52,8 +52,9 @@ def batch_core(artifact: Path, samples: np.ndarray, tmp: Path) -> dict[str, floa
     name = session.get_inputs()[0].name
 
     def core(per_call: int, max_size: int) -> float:
-        settings = runtime.settings.__class__.resolve(output=f"file://{tmp}/out-{per_call}-{max_size}", batch_max_size=max_size,
-                                                      log_level="WARNING", artifact=str(artifact))  # fmt: skip
+        settings = runtime.settings.__class__.resolve(
+            output=f"file://{tmp}/out-{per_call}-{max_size}", batch_max_size=max_size, log_level="WARNING", artifact=str(artifact)
+        )
         runner = BatchRunner(runtime.plane, settings, runtime.storage)
         runner.run(records[:per_call])  # warm: threads, the session's first runs
         start_s = time.perf_counter()
@@ -121,8 +122,12 @@ def backfill_rate(tmp: Path) -> dict[str, float]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -136,9 +141,17 @@ def backfill_rate(tmp: Path) -> dict[str, float]:
         dropped = Backfill(Storage(), Dropped(), "s3://bench/incoming/", output="s3://bench/results").run()
         tally = Backfill(Storage(), SqsSink(url), "s3://bench/incoming/", output="s3://bench/results").run()
         assert tally.enqueued == OBJECTS and not tally.failed, tally.summary()
-        depth = int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
-        return {"rate": tally.enqueued / tally.elapsed_s, "elapsed": tally.elapsed_s, "depth": depth,
-                "engine": dropped.enqueued / dropped.elapsed_s}
+        depth = int(
+            sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+                "ApproximateNumberOfMessages"
+            ]
+        )
+        return {
+            "rate": tally.enqueued / tally.elapsed_s,
+            "elapsed": tally.elapsed_s,
+            "depth": depth,
+            "engine": dropped.enqueued / dropped.elapsed_s,
+        }
     finally:
         server.stop()
         for k, v in saved.items():
@@ -157,17 +170,25 @@ def main() -> int:
         core = batch_core(ARTIFACT, samples, Path(tmp))
     print(f"batch core, digits, {RECORDS:,} records of 1 row, one .npy object each (file://), records/s:")
     print(f"  raw onnxruntime loop (session.run per record, arrays in memory)  {core['raw']:10,.0f}")
-    print(f"  hand-written loop (np.load, session.run, json.dumps, write)       {core['hand']:10,.0f}  ({core['hand'] / core['raw']:.2f}x the raw loop)")
-    for key, label in (("core10", "10 records per invocation"), ("core100", "100 records per invocation"),
-                       ("core100_unbatched", "100 per invocation, SLIMSERVE_BATCH_MAX_SIZE=1 (no micro-batching)")):  # fmt: skip
+    print(
+        f"  hand-written loop (np.load, session.run, json.dumps, write)       {core['hand']:10,.0f}  "
+        f"({core['hand'] / core['raw']:.2f}x the raw loop)"
+    )
+    for key, label in (
+        ("core10", "10 records per invocation"),
+        ("core100", "100 records per invocation"),
+        ("core100_unbatched", "100 per invocation, SLIMSERVE_BATCH_MAX_SIZE=1 (no micro-batching)"),
+    ):
         print(f"  batch core, {label:55} {core[key]:10,.0f}  ({core[key] / core['raw']:.2f}x the raw loop)")
     try:
         backfill = backfill_rate(Path(tempfile.gettempdir()))
     except ImportError as exc:
         print(f"\nbackfill rate: skipped ({exc}; needs the dev extra: moto)")
         return 0
-    print(f"\nbackfill against moto (server mode, loopback): {OBJECTS:,} objects -> {backfill['depth']:,} messages in "
-          f"{backfill['elapsed']:.1f} s = {backfill['rate']:,.0f} messages/s (moto's SendMessageBatch slows as its queue grows)")
+    print(
+        f"\nbackfill against moto (server mode, loopback): {OBJECTS:,} objects -> {backfill['depth']:,} messages in "
+        f"{backfill['elapsed']:.1f} s = {backfill['rate']:,.0f} messages/s (moto's SendMessageBatch slows as its queue grows)"
+    )
     print(f"  listing + result lookup + notifications alone (messages dropped): {backfill['engine']:,.0f} messages/s")
     return 0
 

@@ -76,9 +76,11 @@ def main() -> int:
     if args.json or "skipped" in result:
         print(json.dumps(result))
     else:
-        print(f"cold start from the unpacked bundle, median of {result['runs']}: {result['process_ms']} ms process "
-              f"(handler import {result['import_ms']} ms, to first answer {result['in_process_ms']} ms; "
-              f"bare python {result['python_ms']} ms); status {result['status']}")  # fmt: skip
+        print(
+            f"cold start from the unpacked bundle, median of {result['runs']}: {result['process_ms']} ms process "
+            f"(handler import {result['import_ms']} ms, to first answer {result['in_process_ms']} ms; "
+            f"bare python {result['python_ms']} ms); status {result['status']}"
+        )
     return 0
 
 

@@ -112,12 +112,20 @@ def load(port: int, request: bytes, clients: int, seconds: float, on_tick=None) 
             conn.sock.sendall(request)
     elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
-    return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed, "errors": errors,
-            "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}  # fmt: skip
+    return {
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "rps": len(latencies) / elapsed,
+        "errors": errors,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
 
 
 def http_request(path: str, body: bytes, header_length: int | None = None) -> bytes:
-    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/{'octet-stream' if header_length else 'json'}\r\nContent-Length: {len(body)}\r\n"
+    kind = "octet-stream" if header_length else "json"
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/{kind}\r\nContent-Length: {len(body)}\r\n"
     if header_length:
         head += f"Inference-Header-Content-Length: {header_length}\r\n"
     return (head + "\r\n").encode() + body
@@ -144,8 +152,10 @@ def minilm_request(artifact: Path) -> bytes:
     path = f"/v2/models/{manifest['name']}/infer"
     inputs = manifest["inputs"]
     if [i["datatype"] for i in inputs] == ["BYTES"]:
-        body = {"inputs": [{"name": inputs[0]["name"], "datatype": "BYTES", "shape": [1], "data": [SENTENCE]}],
-                "parameters": {"binary_data_output": True}}  # fmt: skip
+        body = {
+            "inputs": [{"name": inputs[0]["name"], "datatype": "BYTES", "shape": [1], "data": [SENTENCE]}],
+            "parameters": {"binary_data_output": True},
+        }
         return http_request(path, json.dumps(body).encode())
     body, header_length = encode_request(token_feed([i["name"] for i in inputs]), binary_output=True)
     return http_request(path, body, header_length)
@@ -282,8 +292,16 @@ def token_id_stand_in(text_artifact: Path, folder: Path) -> Path:
     shutil.copyfile(text_artifact / manifest.model_file, folder / manifest.model_file)
     feeds = manifest.extra["text"]["feeds"]
     inputs = tuple(TensorSpec(name, "INT64", (-1, -1)) for name in feeds)
-    write_manifest(folder, dataclasses.replace(manifest, name=f"{manifest.name}-ids", inputs=inputs, files=file_entries(folder, [manifest.model_file]),
-                                               extra={k: v for k, v in manifest.extra.items() if k != "text"}))  # fmt: skip
+    write_manifest(
+        folder,
+        dataclasses.replace(
+            manifest,
+            name=f"{manifest.name}-ids",
+            inputs=inputs,
+            files=file_entries(folder, [manifest.model_file]),
+            extra={k: v for k, v in manifest.extra.items() if k != "text"},
+        ),
+    )
     return folder
 
 
@@ -307,11 +325,19 @@ def compare(minilm: Path, clients: int, seconds: float, batch: int) -> dict:
             detail[leg].append(result)
     raw = totals["raw"] / 2
     overhead_ms = lambda rps: (workers / rps - workers / raw) * 1000  # noqa: E731
-    return {"workers": workers, "raw_calls_per_s": raw, "plain_rps": totals["plain"] / 2, "batched_rps": totals["batched"] / 2,
-            "plain_overhead_ms": overhead_ms(totals["plain"] / 2), "batched_overhead_ms": overhead_ms(totals["batched"] / 2),
-            "plain_ratio": totals["plain"] / 2 / raw, "batched_ratio": totals["batched"] / 2 / raw,
-            "errors": sum(r["errors"] for rs in detail.values() for r in rs),
-            "batched_p50_ms": float(np.mean([r["p50_ms"] for r in detail["batched"]])), "plain_p50_ms": float(np.mean([r["p50_ms"] for r in detail["plain"]]))}  # fmt: skip
+    return {
+        "workers": workers,
+        "raw_calls_per_s": raw,
+        "plain_rps": totals["plain"] / 2,
+        "batched_rps": totals["batched"] / 2,
+        "plain_overhead_ms": overhead_ms(totals["plain"] / 2),
+        "batched_overhead_ms": overhead_ms(totals["batched"] / 2),
+        "plain_ratio": totals["plain"] / 2 / raw,
+        "batched_ratio": totals["batched"] / 2 / raw,
+        "errors": sum(r["errors"] for rs in detail.values() for r in rs),
+        "batched_p50_ms": float(np.mean([r["p50_ms"] for r in detail["batched"]])),
+        "plain_p50_ms": float(np.mean([r["p50_ms"] for r in detail["plain"]])),
+    }
 
 
 def soak(artifact: Path, request: bytes, clients: int, seconds: float, *server_args: str) -> dict:
@@ -341,13 +367,19 @@ def ensure_digits(folder: Path) -> None:
         return
     if not (DIGITS / "data" / "model.pt").exists():
         subprocess.run([sys.executable, str(DIGITS / "train.py")], check=True)
-    subprocess.run([sys.executable, "-m", "slimserve", "optimize", str(DIGITS / "model.yaml"), "--out", str(folder), "--quiet"], cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "slimserve", "optimize", str(DIGITS / "model.yaml"), "--out", str(folder), "--quiet"], cwd=ROOT, check=True
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minilm", type=Path, default=ROOT / "artifacts" / "minilm" / "1",
-                        help="MiniLM text artifact (slimserve optimize examples/minilm/model.yaml); a token-id stand-in is derived from it")
+    parser.add_argument(
+        "--minilm",
+        type=Path,
+        default=ROOT / "artifacts" / "minilm" / "1",
+        help="MiniLM text artifact (slimserve optimize examples/minilm/model.yaml); a token-id stand-in is derived from it",
+    )
     parser.add_argument("--digits", type=Path, default=ROOT / "artifacts" / "digits" / "1")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--compare-s", type=float, default=20.0, help="seconds per leg of the throughput comparison (two rounds of half)")
@@ -365,15 +397,20 @@ def main(argv: list[str] | None = None) -> int:
         ids = token_id_stand_in(args.minilm, Path(tempfile.mkdtemp(prefix="minilm-ids-")))
         for label, artifact in (("token ids", ids), ("text", args.minilm)):
             report[f"throughput {label}"] = t = compare(artifact, args.clients, args.compare_s, args.batch)
-            print(f"MiniLM {label}, batch 1, {args.clients} clients, {t['workers']} workers: raw {t['raw_calls_per_s']:.0f} calls/s; "
-                  f"server {t['plain_rps']:.0f} req/s ({t['plain_ratio']:.2f}x, +{t['plain_overhead_ms']:.2f} ms a request) without "
-                  f"the batcher, {t['batched_rps']:.0f} req/s ({t['batched_ratio']:.2f}x) with it; errors {t['errors']}", flush=True)  # fmt: skip
+            print(
+                f"MiniLM {label}, batch 1, {args.clients} clients, {t['workers']} workers: raw {t['raw_calls_per_s']:.0f} calls/s; "
+                f"server {t['plain_rps']:.0f} req/s ({t['plain_ratio']:.2f}x, +{t['plain_overhead_ms']:.2f} ms a request) without "
+                f"the batcher, {t['batched_rps']:.0f} req/s ({t['batched_ratio']:.2f}x) with it; errors {t['errors']}",
+                flush=True,
+            )
     if "digits" not in args.skip:
         ensure_digits(args.digits)
         report["soak_digits"] = s = soak(args.digits, digits_request(_model_name(args.digits)), args.clients, args.soak_s)
         _print_soak("digits", s)
     if have_minilm and "minilm" not in args.skip:
-        report["soak_minilm"] = s = soak(args.minilm, minilm_request(args.minilm), args.clients, args.soak_s, "--max-batch-size", str(args.batch))
+        report["soak_minilm"] = s = soak(
+            args.minilm, minilm_request(args.minilm), args.clients, args.soak_s, "--max-batch-size", str(args.batch)
+        )
         _print_soak("MiniLM (batcher on)", s)
     print(json.dumps(report, indent=2))
     return 0
@@ -381,9 +418,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_soak(name: str, s: dict) -> None:
     rss = s["rss_mib"]
-    print(f"soak {name}: {s['rps']:.0f} req/s over {s['seconds']:.0f} s, p50 {s['p50_ms']:.2f} / p95 {s['p95_ms']:.2f} / p99 {s['p99_ms']:.2f} ms, "
-          f"errors {s['errors']}, RSS {rss['start']:.0f} -> {rss['1min']:.0f} (1 min) -> {rss['end']:.0f} MiB (end), "
-          f"growth 1 min -> end {s['rss_growth_1min_to_end'] * 100:+.1f}%", flush=True)  # fmt: skip
+    print(
+        f"soak {name}: {s['rps']:.0f} req/s over {s['seconds']:.0f} s, "
+        f"p50 {s['p50_ms']:.2f} / p95 {s['p95_ms']:.2f} / p99 {s['p99_ms']:.2f} ms, "
+        f"errors {s['errors']}, RSS {rss['start']:.0f} -> {rss['1min']:.0f} (1 min) -> {rss['end']:.0f} MiB (end), "
+        f"growth 1 min -> end {s['rss_growth_1min_to_end'] * 100:+.1f}%",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

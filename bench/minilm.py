@@ -38,8 +38,18 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENI
 def artifact(tolerance: float) -> Path:
     folder = ARTIFACTS / f"tol-{tolerance:g}"
     if not (folder / "manifest.json").exists():
-        command = [sys.executable, "-m", "slimserve", "optimize", str(EXAMPLE / "model.yaml"), "--tolerance", str(tolerance),
-                   "--out", str(folder), "--quiet"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "slimserve",
+            "optimize",
+            str(EXAMPLE / "model.yaml"),
+            "--tolerance",
+            str(tolerance),
+            "--out",
+            str(folder),
+            "--quiet",
+        ]
         subprocess.run(command, cwd=ROOT, env=ENV, check=True)
     return folder
 
@@ -163,7 +173,10 @@ def main() -> None:
     torch_eager = cold_start_s(TORCH_CHILD, str(spec.source.path), SENTENCE)
     print(f"\ncold start, new process -> first embedding (median of {COLD_RUNS}):")
     print(f"  slimserve runtime, tol {TOLERANCES[0]:g} artifact   {runtime:6.2f} s   {torch_eager / runtime:5.1f}x faster than torch eager")
-    print(f"  slimserve runtime, tol {TOLERANCES[-1]:g} artifact    {runtime_small:6.2f} s   {torch_eager / runtime_small:5.1f}x faster than torch eager")
+    print(
+        f"  slimserve runtime, tol {TOLERANCES[-1]:g} artifact    {runtime_small:6.2f} s   "
+        f"{torch_eager / runtime_small:5.1f}x faster than torch eager"
+    )
     print(f"  torch eager (transformers AutoModel + mean pooling) {torch_eager:6.2f} s")
 
 

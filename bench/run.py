@@ -141,8 +141,9 @@ def warm(x: np.ndarray) -> dict[str, float]:
     import torch
 
     os.environ.update({"SLIMSERVE_ARTIFACT": str(ARTIFACT), "POWERTOOLS_LOG_LEVEL": "WARNING", "SLIMSERVE_LOG_LEVEL": "WARNING"})
-    from functions.aws import handler
     from train import DigitsCNN
+
+    from functions.aws import handler
 
     event = api_event(x)
     body = event["body"].encode() if not event.get("isBase64Encoded") else __import__("base64").b64decode(event["body"])
@@ -180,7 +181,7 @@ def main() -> int:
         cold = cold_starts(x, Path(tmp))
     hot = warm(x)
     rows = [
-        ("cold start, new process -> first answer (median of %d)" % COLD_RUNS, cold["handler"] * 1000, cold["torch"] * 1000),
+        (f"cold start, new process -> first answer (median of {COLD_RUNS})", cold["handler"] * 1000, cold["torch"] * 1000),
         ("warm p50 latency, batch 1", hot["handler"], hot["torch"]),
     ]
     print(f"\n{'':58} {'handler ms':>11} {'torch eager ms':>15} {'ratio':>7}")
@@ -188,8 +189,10 @@ def main() -> int:
         print(f"{name:58} {ours:11.3f} {theirs:15.3f} {theirs / ours:6.2f}x")
     overhead = hot["handler"] - hot["session"]
     print(f"\nhandler overhead over bare session.run (p50, batch 1): {overhead:.3f} ms")
-    print(f"  session.run {hot['session']:.3f} | + data plane (decode/validate/encode) {hot['plane'] - hot['session']:+.3f}"
-          f" | + WSGI app {hot['app'] - hot['plane']:+.3f} | + serverless-wsgi and powertools metrics {hot['handler'] - hot['app']:+.3f} ms")
+    print(
+        f"  session.run {hot['session']:.3f} | + data plane (decode/validate/encode) {hot['plane'] - hot['session']:+.3f}"
+        f" | + WSGI app {hot['app'] - hot['plane']:+.3f} | + serverless-wsgi and powertools metrics {hot['handler'] - hot['app']:+.3f} ms"
+    )
     try:
         sys.path.insert(0, str(ROOT / "bench"))
         from bundle_cold_start import measure
@@ -201,8 +204,10 @@ def main() -> int:
         print(f"\nLambda bundle cold start: skipped ({bundle['skipped']})")
     else:
         ms = bundle.get("process_ms")
-        print(f"\nLambda bundle, unpacked, clean python3.12 -I -S -B, new process -> first answer (median of {COLD_RUNS}): "
-              f"{ms:.0f} ms; torch eager {cold['torch'] * 1000:.0f} ms -> {cold['torch'] * 1000 / ms:.2f}x")
+        print(
+            f"\nLambda bundle, unpacked, clean python3.12 -I -S -B, new process -> first answer (median of {COLD_RUNS}): "
+            f"{ms:.0f} ms; torch eager {cold['torch'] * 1000:.0f} ms -> {cold['torch'] * 1000 / ms:.2f}x"
+        )
     if os.environ.get("BENCH_BATCH", "1") != "0":
         print("\n== batch throughput and backfill rate (bench/batch.py)", flush=True)
         subprocess.run([sys.executable, str(ROOT / "bench" / "batch.py")], cwd=ROOT, check=False)

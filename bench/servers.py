@@ -18,6 +18,7 @@ Per server: (a) 96 slow-header conns + 5 normal requests, (b) 96 slow-body
 conns + 5 normal requests, (c) keep-alive POST throughput from a separate
 client process (8 threads, 5 s), (d) strict-framing probes.
 """
+
 import argparse
 import http.client
 import json
@@ -53,14 +54,14 @@ def app(environ, start_response):
     else:
         body = b""
     out = json.dumps({"ok": True, "n": len(body)}).encode()
-    start_response("200 OK", [("Content-Type", "application/json"),
-                              ("Content-Length", str(len(out)))])
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
     return [out]
 
 
 def __getattr__(name):  # servers:asgi_app, built lazily (a2wsgi only in the venv)
     if name == "asgi_app":
         from a2wsgi import WSGIMiddleware
+
         globals()["asgi_app"] = WSGIMiddleware(app)  # default: workers=10 threads
         return globals()["asgi_app"]
     raise AttributeError(name)
@@ -72,29 +73,71 @@ def bin_(name):
 
 
 SERVERS = {
-    "waitress": lambda p: [PY, "-c",
-        "import servers, waitress; waitress.serve(servers.app, host='%s', port=%d, "
-        "threads=8, connection_limit=1000)" % (HOST, p)],
-    "gunicorn-gthread": lambda p: [bin_("gunicorn"), "-b", "%s:%d" % (HOST, p),
-        "-w", "2", "-k", "gthread", "--threads", "8", "--no-control-socket", "servers:app"],
-    "granian": lambda p: [bin_("granian"), "--interface", "wsgi", "--host", HOST,
-        "--port", str(p), "--workers", "2", "--no-ws", "servers:app"],
-    "hypercorn": lambda p: [bin_("hypercorn"), "-b", "%s:%d" % (HOST, p),
-        "-w", "2", "servers:app"],
-    "uvicorn-a2wsgi": lambda p: [bin_("uvicorn"), "--host", HOST, "--port", str(p),
-        "--workers", "2", "--no-access-log", "servers:asgi_app"],
-    "gunicorn-waitress": lambda p: [bin_("gunicorn"), "-b", "%s:%d" % (HOST, p),
-        "-w", "2", "-k", "shared.server.worker.WaitressWorker", "--threads", "8",
-        "--worker-connections", "1000", "--no-control-socket", "servers:app"],
+    "waitress": lambda p: [
+        PY,
+        "-c",
+        "import servers, waitress; waitress.serve(servers.app, host='%s', port=%d, threads=8, connection_limit=1000)" % (HOST, p),
+    ],
+    "gunicorn-gthread": lambda p: [
+        bin_("gunicorn"),
+        "-b",
+        "%s:%d" % (HOST, p),
+        "-w",
+        "2",
+        "-k",
+        "gthread",
+        "--threads",
+        "8",
+        "--no-control-socket",
+        "servers:app",
+    ],
+    "granian": lambda p: [
+        bin_("granian"),
+        "--interface",
+        "wsgi",
+        "--host",
+        HOST,
+        "--port",
+        str(p),
+        "--workers",
+        "2",
+        "--no-ws",
+        "servers:app",
+    ],
+    "hypercorn": lambda p: [bin_("hypercorn"), "-b", "%s:%d" % (HOST, p), "-w", "2", "servers:app"],
+    "uvicorn-a2wsgi": lambda p: [
+        bin_("uvicorn"),
+        "--host",
+        HOST,
+        "--port",
+        str(p),
+        "--workers",
+        "2",
+        "--no-access-log",
+        "servers:asgi_app",
+    ],
+    "gunicorn-waitress": lambda p: [
+        bin_("gunicorn"),
+        "-b",
+        "%s:%d" % (HOST, p),
+        "-w",
+        "2",
+        "-k",
+        "shared.server.worker.WaitressWorker",
+        "--threads",
+        "8",
+        "--worker-connections",
+        "1000",
+        "--no-control-socket",
+        "servers:app",
+    ],
 }
 # Extra variants, run only when named in --only:
 EXTRA = {
     # granian with few blocking threads: shows whether a slow body holds a thread
-    "granian-bt8": lambda p: SERVERS["granian"](p)[:-1] + ["--blocking-threads", "8",
-                                                          "servers:app"],
+    "granian-bt8": lambda p: SERVERS["granian"](p)[:-1] + ["--blocking-threads", "8", "servers:app"],
     # single-process uvicorn (its own bind path sets TCP_NODELAY, --workers N doesn't)
-    "uvicorn-a2wsgi-1w": lambda p: [bin_("uvicorn"), "--host", HOST, "--port", str(p),
-        "--no-access-log", "servers:asgi_app"],
+    "uvicorn-a2wsgi-1w": lambda p: [bin_("uvicorn"), "--host", HOST, "--port", str(p), "--no-access-log", "servers:asgi_app"],
 }
 
 
@@ -111,9 +154,9 @@ def start(name, port):
     os.makedirs(os.path.join(HERE, "logs"), exist_ok=True)
     log = open(os.path.join(HERE, "logs", name + ".log"), "wb")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.path.dirname(HERE)]), PYTHONUNBUFFERED="1")
-    return subprocess.Popen(ALL[name](port), cwd=HERE, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        ALL[name](port), cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def stop(proc):
@@ -137,13 +180,12 @@ def normal_request(port, timeout=NORMAL_TIMEOUT):
     t0 = time.monotonic()
     c = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        c.request("POST", "/x", body=b'{"x": 1}',
-                  headers={"Content-Type": "application/json"})
+        c.request("POST", "/x", body=b'{"x": 1}', headers={"Content-Type": "application/json"})
         r = c.getresponse()
         r.read()
         ms = (time.monotonic() - t0) * 1000
         return "%.0fms" % ms if r.status == 200 else "%d/%.0fms" % (r.status, ms)
-    except socket.timeout:
+    except TimeoutError:
         return "timeout"
     except Exception as e:
         return type(e).__name__
@@ -199,7 +241,7 @@ class Trickler(threading.Thread):
                 except OSError as e:
                     data = type(e).__name__.encode()
                 self._dead(s, data.split(b"\r\n")[0].decode("latin-1") or "EOF")
-            b = self.drip[i % len(self.drip):i % len(self.drip) + 1]
+            b = self.drip[i % len(self.drip) : i % len(self.drip) + 1]
             i += 1
             for s in list(self.socks):
                 try:
@@ -231,8 +273,7 @@ def slow_phase(port, head, drip):
 
 
 SLOW_HEADERS = (b"POST /x HTTP/1.1\r\nHost: a\r\n", b"X-Slow-Header: " + b"a" * 10000)
-SLOW_BODY = (b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Type: application/octet-stream\r\n"
-             b"Content-Length: 1000\r\n\r\n", b"b" * 1000)
+SLOW_BODY = (b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n", b"b" * 1000)
 
 
 # ----------------------------------------------------------------------- throughput
@@ -248,8 +289,7 @@ def client_main(port, seconds, nthreads):
             try:
                 if c is None:
                     c = http.client.HTTPConnection(HOST, port, timeout=10)
-                c.request("POST", "/x", body=body,
-                          headers={"Content-Type": "application/json"})
+                c.request("POST", "/x", body=body, headers={"Content-Type": "application/json"})
                 r = c.getresponse()
                 r.read()
                 if r.status != 200:
@@ -272,15 +312,17 @@ def client_main(port, seconds, nthreads):
     [t.start() for t in ts]
     [t.join() for t in ts]
     dt = time.monotonic() - t0
-    print(json.dumps({"rps": sum(counts) / dt, "requests": sum(counts),
-                      "errors": sum(errors), "first_error": first[0] if first else None}))
+    print(json.dumps({"rps": sum(counts) / dt, "requests": sum(counts), "errors": sum(errors), "first_error": first[0] if first else None}))
 
 
 def throughput(port, seconds=5, nthreads=8):
     try:
-        out = subprocess.run([PY, os.path.abspath(__file__), "--client", str(port),
-                              str(seconds), str(nthreads)], capture_output=True,
-                             timeout=seconds + 20, text=True).stdout
+        out = subprocess.run(
+            [PY, os.path.abspath(__file__), "--client", str(port), str(seconds), str(nthreads)],
+            capture_output=True,
+            timeout=seconds + 20,
+            text=True,
+        ).stdout
         r = json.loads(out)
     except Exception as e:
         return "client failed: %r" % e
@@ -315,7 +357,7 @@ def probe(port, raw):
             if not d:
                 break
             buf += d
-    except socket.timeout:
+    except TimeoutError:
         how = "timeout"
     except OSError as e:
         how = type(e).__name__
@@ -356,8 +398,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", help="comma-separated subset of: " + ",".join(ALL))
     ap.add_argument("--json", help="also write results here")
-    ap.add_argument("--client", nargs=3, metavar=("PORT", "SECONDS", "THREADS"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument("--client", nargs=3, metavar=("PORT", "SECONDS", "THREADS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.client:
         return client_main(int(a.client[0]), float(a.client[1]), int(a.client[2]))

@@ -34,8 +34,17 @@ GCF_MEMORY = "https://cloud.google.com/functions/docs/configuring/memory"
 LAMBDA_MB_PER_VCPU = 1769
 LAMBDA_MEMORY_MB = (128, 10_240)  # any whole MB in this range (AWS_MEMORY)
 # Cloud Run functions (GCF 2nd gen): the memory tiers and the vCPUs each gets by default (GCF_MEMORY).
-GCF_TIERS_MB_VCPU = ((128, 0.083), (256, 0.167), (512, 0.333), (1024, 0.583), (2048, 1.0), (4096, 2.0), (8192, 2.0),
-                     (16_384, 4.0), (32_768, 8.0))
+GCF_TIERS_MB_VCPU = (
+    (128, 0.083),
+    (256, 0.167),
+    (512, 0.333),
+    (1024, 0.583),
+    (2048, 1.0),
+    (4096, 2.0),
+    (8192, 2.0),
+    (16_384, 4.0),
+    (32_768, 8.0),
+)
 # Azure Consumption: one fixed 1.5 GB instance size, about one core (ACU 100) (AZURE_LIMITS).
 AZURE_CONSUMPTION_MB_VCPU = (1536, 1.0)
 
@@ -94,8 +103,8 @@ PLATFORMS: dict[str, Platform] = {
                 AWS_ACCOUNT_LIMIT,
                 note="`serverless deploy` uploads through S3, where it does not apply; `--direct-upload` holds a bundle to it",
                 quote="CodeSizeZipped: The maximum size of a deployment package when it's uploaded directly to Lambda. "
-                "Use Amazon S3 for larger files. (Quotas page: \"50 MB (zipped, when uploaded through the Lambda API "
-                "or SDKs). Upload larger files with Amazon S3.\")",
+                'Use Amazon S3 for larger files. (Quotas page: "50 MB (zipped, when uploaded through the Lambda API '
+                'or SDKs). Upload larger files with Amazon S3.")',
                 direct_upload_only=True,
             ),
             SizeLimit(
@@ -104,8 +113,8 @@ PLATFORMS: dict[str, Platform] = {
                 250 * MiB,
                 AWS_QUOTAS,
                 quote="CodeSizeUnzipped: The maximum size of a function's deployment package and layers when they're "
-                "extracted. (Quotas page: \"250 MB The maximum size of the contents of a deployment package, including "
-                "layers and custom runtimes. (unzipped)\")",
+                'extracted. (Quotas page: "250 MB The maximum size of the contents of a deployment package, including '
+                'layers and custom runtimes. (unzipped)")',
             ),
         ),
         memory_bytes=10_240 * MiB,

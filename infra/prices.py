@@ -47,13 +47,29 @@ PRICES: dict[tuple[str, str], Price] = {
     # Tier 1 regions (us-central1...), request-based billing: CPU and memory while a request is handled, rounded
     # up to the nearest 100 ms; memory per GiB-second
     ("gcp-functions", "x86_64"): Price(
-        "gcp-functions", "x86_64", "us-central1", per_gb_s=0.0000025, per_vcpu_s=0.000024, per_million_requests=0.40,
-        granularity_s=0.1, minimum_s=0.1, min_memory_mb=128, source=GCF_PRICING,
+        "gcp-functions",
+        "x86_64",
+        "us-central1",
+        per_gb_s=0.0000025,
+        per_vcpu_s=0.000024,
+        per_million_requests=0.40,
+        granularity_s=0.1,
+        minimum_s=0.1,
+        min_memory_mb=128,
+        source=GCF_PRICING,
     ),
     # Consumption plan: observed memory rounded up to 128 MB, at least 100 ms and 128 MB per execution
     ("azure-functions", "x86_64"): Price(
-        "azure-functions", "x86_64", "any", per_gb_s=0.000016, per_vcpu_s=0.0, per_million_requests=0.20,
-        granularity_s=0.001, minimum_s=0.1, min_memory_mb=128, source=AZURE_FUNCTIONS_PRICING,
+        "azure-functions",
+        "x86_64",
+        "any",
+        per_gb_s=0.000016,
+        per_vcpu_s=0.0,
+        per_million_requests=0.20,
+        granularity_s=0.001,
+        minimum_s=0.1,
+        min_memory_mb=128,
+        source=AZURE_FUNCTIONS_PRICING,
     ),
 }
 

@@ -45,7 +45,10 @@ class RuntimeWeight:
 
 
 # Where the figures come from: `slimserve bundle` reports them by part in bundle.json (`sizes.parts`).
-_MEASURED = "measured with `slimserve bundle` (bundle.json `sizes.parts`) for cp312 manylinux_2_28 x86_64 (onnxruntime 1.32, numpy 2.4, tokenizers 0.23)"
+_MEASURED = (
+    "measured with `slimserve bundle` (bundle.json `sizes.parts`) for cp312 manylinux_2_28 x86_64 "
+    "(onnxruntime 1.32, numpy 2.4, tokenizers 0.23)"
+)
 RUNTIME: dict[str, RuntimeWeight] = {
     # slimmed by the bundle builder: what the Lambda zip carries besides the model
     # (a text model's: with tokenizers; tests/bundle/test_runtime_weight.py holds these to the measured parts)
@@ -62,7 +65,9 @@ class ColdStart:
 
     base_s: float = 1.5  # interpreter, numpy and onnxruntime imports, handler init, with no model
     load_bytes_per_s: float = 100 * MB  # onnxruntime session creation per model byte (133 MB/s measured on a loaded 2-core box)
-    fetch_bytes_per_s: float = limits.S3_GET_BYTES_PER_S  # object storage -> /tmp, 8 ranged reads bound by the function's network (source there)
+    fetch_bytes_per_s: float = (
+        limits.S3_GET_BYTES_PER_S
+    )  # object storage -> /tmp, 8 ranged reads bound by the function's network (source there)
     inflate_bytes_per_s: float = 100 * MB  # gzip; xz is several times slower
     memory_base: int = 200 * MiB  # the process with the runtime imported
     memory_per_model_byte: float = 2.0  # the model proto and the session's initializers coexist while loading
@@ -193,11 +198,14 @@ def fit(size: Footprint, budget: Budget, serving: Measured | None = None) -> Fit
     over = [r for r in budget.rooms if (size.zipped if r.measure == "zipped" else size.deployed) > r.model]
     if not over and tmp <= budget.tmp_bytes and load_s <= max(budget.cold_start_s, budget.first_request_s):
         return Fit("bundle", "" if load_s <= budget.cold_start_s else _in_first_request(load_s, budget), memory, load_s, done)
-    why_not_bundle = "; ".join(
-        f"{_mb(size.zipped if r.measure == 'zipped' else size.deployed)} {r.measure} > {_mb(r.model)} left of the "
-        f"{_mb(r.limit)} {r.measure} limit after the runtime's {_mb(r.runtime)}"
-        for r in over
-    ) or f"cold start ~{load_s:.1f} s > {budget.cold_start_s:g} s{beyond_init(budget.target)}"
+    why_not_bundle = (
+        "; ".join(
+            f"{_mb(size.zipped if r.measure == 'zipped' else size.deployed)} {r.measure} > {_mb(r.model)} left of the "
+            f"{_mb(r.limit)} {r.measure} limit after the runtime's {_mb(r.runtime)}"
+            for r in over
+        )
+        or f"cold start ~{load_s:.1f} s > {budget.cold_start_s:g} s{beyond_init(budget.target)}"
+    )
     fetch_tmp = size.deployed + (size.inflated if compressed else 0)
     if fetch_tmp > budget.tmp_bytes:
         return Fit(None, f"{why_not_bundle}; fetching needs {_mb(fetch_tmp)} of /tmp > {_mb(budget.tmp_bytes)}", memory, fetch_s, done)

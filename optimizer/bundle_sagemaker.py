@@ -55,5 +55,7 @@ def bundle_command(args) -> int:
     dest = build(args.artifact, args.out or "dist/sagemaker")
     digest = hashlib.sha256(dest.read_bytes()).hexdigest()
     print(f"slimserve: wrote {dest} ({dest.stat().st_size} bytes, sha256 {digest[:16]}...)")
-    print(f"slimserve: upload it (aws s3 cp {dest} s3://BUCKET/KEY) and deploy infra/sagemaker/endpoint.yaml with ModelDataUrl=s3://BUCKET/KEY")
+    print(
+        f"slimserve: upload it (aws s3 cp {dest} s3://BUCKET/KEY) and deploy infra/sagemaker/endpoint.yaml with ModelDataUrl=s3://BUCKET/KEY"
+    )
     return 0

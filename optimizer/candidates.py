@@ -72,8 +72,14 @@ class QuantPreProcess:
         scratch = dst.with_name(dst.stem + ".preprocessed.onnx")
         big = bool(onnx_io.data_files(src))
         with contextlib.chdir(dst.parent):
-            quant_pre_process(str(src), str(scratch), skip_symbolic_shape=self.skip_symbolic_shape, save_as_external_data=big,
-                              all_tensors_to_one_file=True, external_data_location=onnx_io.data_name(scratch))  # fmt: skip
+            quant_pre_process(
+                str(src),
+                str(scratch),
+                skip_symbolic_shape=self.skip_symbolic_shape,
+                save_as_external_data=big,
+                all_tensors_to_one_file=True,
+                external_data_location=onnx_io.data_name(scratch),
+            )
         _normalized(scratch, dst)
 
 
@@ -143,8 +149,10 @@ class StaticQDQ:
         batch = self._batch(ctx.spec)
         # the histogram calibrators print their progress on stdout; the CLI owns the terminal
         scratch = dst.with_name(dst.stem + ".static.onnx")
-        with ctx.progress.task(f"calibrating ({self.method})", total=math.ceil(len(data) / batch)) as advance, \
-                contextlib.redirect_stdout(io.StringIO()):  # fmt: skip
+        with (
+            ctx.progress.task(f"calibrating ({self.method})", total=math.ceil(len(data) / batch)) as advance,
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             quantize_static(
                 str(src),
                 str(scratch),
@@ -243,22 +251,62 @@ FP32 = "fp32"
 register(Candidate(FP32, (GraphOptimize(),), "fp32, onnxruntime basic graph optimization"))
 register(Candidate("fp16", (Float16(),), "fp16 weights and activations, fp32 inputs and outputs"))
 register(Candidate("int8-dynamic", (QuantPreProcess(), DynamicInt8()), "int8 weights, dynamic activations, per-channel"))
-register(Candidate("int8-dynamic-per-tensor", (QuantPreProcess(), DynamicInt8(per_channel=False)), "int8 weights, dynamic activations, per-tensor"))
-register(Candidate("int8-static-qdq-minmax", (QuantPreProcess(), StaticQDQ("minmax")), "int8 QDQ, MinMax-calibrated activations, per-channel weights"))
-register(Candidate("int8-static-qdq-entropy", (QuantPreProcess(), StaticQDQ("entropy")), "int8 QDQ, entropy-calibrated activations, per-channel weights"))
-register(Candidate("int8-static-qdq-percentile", (QuantPreProcess(), StaticQDQ("percentile")), "int8 QDQ, 99.999th-percentile-calibrated activations, per-channel weights"))
+register(
+    Candidate(
+        "int8-dynamic-per-tensor", (QuantPreProcess(), DynamicInt8(per_channel=False)), "int8 weights, dynamic activations, per-tensor"
+    )
+)
+register(
+    Candidate(
+        "int8-static-qdq-minmax", (QuantPreProcess(), StaticQDQ("minmax")), "int8 QDQ, MinMax-calibrated activations, per-channel weights"
+    )
+)
+register(
+    Candidate(
+        "int8-static-qdq-entropy",
+        (QuantPreProcess(), StaticQDQ("entropy")),
+        "int8 QDQ, entropy-calibrated activations, per-channel weights",
+    )
+)
+register(
+    Candidate(
+        "int8-static-qdq-percentile",
+        (QuantPreProcess(), StaticQDQ("percentile")),
+        "int8 QDQ, 99.999th-percentile-calibrated activations, per-channel weights",
+    )
+)
 # one scale per weight tensor: fewer multiplies when requantizing, ~0.1x faster at batch 1 on AVX2 (digits:
 # 1.61x vs 1.49x fp32, bench/quantized_latency.py), at the accuracy risk per-channel exists to avoid
-register(Candidate("int8-static-qdq-minmax-per-tensor", (QuantPreProcess(), StaticQDQ("minmax", per_channel=False)), "int8 QDQ, MinMax-calibrated activations, per-tensor weights"))
+register(
+    Candidate(
+        "int8-static-qdq-minmax-per-tensor",
+        (QuantPreProcess(), StaticQDQ("minmax", per_channel=False)),
+        "int8 QDQ, MinMax-calibrated activations, per-tensor weights",
+    )
+)
 
 # Weight-only: activations stay fp32; MatMul weights (MatMulNBits) and embedding tables in blocks.
-register(Candidate("int8-weight-only", (WeightOnly(8, 128), QuantizeEmbeddings(8, 128)), "8-bit MatMul weights and embeddings, blocks of 128"))
-register(Candidate("int4-weight-only-b32", (WeightOnly(4, 32), QuantizeEmbeddings(4, 32)), "4-bit MatMul weights and embeddings, blocks of 32"))
-register(Candidate("int4-weight-only-b128", (WeightOnly(4, 128), QuantizeEmbeddings(4, 128)), "4-bit MatMul weights and embeddings, blocks of 128"))
+register(
+    Candidate("int8-weight-only", (WeightOnly(8, 128), QuantizeEmbeddings(8, 128)), "8-bit MatMul weights and embeddings, blocks of 128")
+)
+register(
+    Candidate("int4-weight-only-b32", (WeightOnly(4, 32), QuantizeEmbeddings(4, 32)), "4-bit MatMul weights and embeddings, blocks of 32")
+)
+register(
+    Candidate(
+        "int4-weight-only-b128", (WeightOnly(4, 128), QuantizeEmbeddings(4, 128)), "4-bit MatMul weights and embeddings, blocks of 128"
+    )
+)
 
 # Smaller models, costlier to build (training): after every quantization-only candidate.
 _INT8 = (QuantPreProcess(), StaticQDQ("minmax"))
-register(Candidate("sparse-50-gz", (MagnitudePrune(0.5), Compress("gz")), "50% of weights zeroed by magnitude; ships gzip-compressed, inflated into /tmp at cold start"))
+register(
+    Candidate(
+        "sparse-50-gz",
+        (MagnitudePrune(0.5), Compress("gz")),
+        "50% of weights zeroed by magnitude; ships gzip-compressed, inflated into /tmp at cold start",
+    )
+)
 for _percent in (30, 50):
     _prune = StructuredPrune(_percent / 100)
     register(Candidate(f"pruned-{_percent}", (_prune,), f"{_percent}% of hidden channels/neurons removed (L1), fine-tuned"))

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from optimizer.errors import NotApplicable
 from optimizer import export
+from optimizer.errors import NotApplicable
 from optimizer.signature import check_signature
 from optimizer.spec import Spec
 
@@ -26,9 +26,21 @@ from optimizer.spec import Spec
 WEIGHTED = ("Conv2d", "Linear")
 NORMS = ("BatchNorm1d", "BatchNorm2d")
 PASS_THROUGH = (
-    "ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Tanh", "Sigmoid", "Hardswish",
-    "Dropout", "Identity", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
-)  # fmt: skip
+    "ReLU",
+    "ReLU6",
+    "LeakyReLU",
+    "GELU",
+    "SiLU",
+    "Tanh",
+    "Sigmoid",
+    "Hardswish",
+    "Dropout",
+    "Identity",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "Flatten",
+)
 
 
 def load_chain(spec: Spec, sample: np.ndarray) -> nn.Sequential:
@@ -59,10 +71,16 @@ def _copy(name: str, layer) -> nn.Module:
         if layer.groups != 1:
             raise NotApplicable(f"layer {name} is a grouped Conv2d (groups={layer.groups}); pruning keeps groups=1 only")
         new = nn.Conv2d(
-            layer.in_channels, layer.out_channels, tuple(layer.kernel_size), tuple(layer.stride),
+            layer.in_channels,
+            layer.out_channels,
+            tuple(layer.kernel_size),
+            tuple(layer.stride),
             tuple(layer.padding) if not isinstance(layer.padding, str) else layer.padding,
-            tuple(layer.dilation), 1, layer.bias is not None, layer.padding_mode,
-        )  # fmt: skip
+            tuple(layer.dilation),
+            1,
+            layer.bias is not None,
+            layer.padding_mode,
+        )
     elif kind == "Linear":
         new = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None)
     elif kind in NORMS:
@@ -70,8 +88,9 @@ def _copy(name: str, layer) -> nn.Module:
     elif kind in PASS_THROUGH:
         new = _copy_pass_through(kind, layer)
     else:
-        raise NotApplicable(f"layer {name} is a {kind}; Sequential chains of {', '.join(WEIGHTED + NORMS)} and "
-                            "elementwise/pooling layers are supported")  # fmt: skip
+        raise NotApplicable(
+            f"layer {name} is a {kind}; Sequential chains of {', '.join(WEIGHTED + NORMS)} and elementwise/pooling layers are supported"
+        )
     new.load_state_dict({k: v.detach().clone() for k, v in layer.state_dict().items()})
     return new
 

@@ -73,5 +73,6 @@ def cost_per_million(
     billed_ms = max(p.minimum_s * 1000, math.ceil(round(duration_ms / step_ms, 9)) * step_ms)
     memory_gb = max(billed_memory_mb(target, memory_mb, peak_rss_bytes), p.min_memory_mb) / 1024
     per_request = billed_ms / 1000 * (memory_gb * p.per_gb_s + vcpus * p.per_vcpu_s)
-    return Cost(target, arch, memory_mb, round(vcpus, 4), duration_ms, billed_ms, per_request * 1e6 + p.per_million_requests,
-                p.source, p.recorded)
+    return Cost(
+        target, arch, memory_mb, round(vcpus, 4), duration_ms, billed_ms, per_request * 1e6 + p.per_million_requests, p.source, p.recorded
+    )

@@ -24,7 +24,7 @@ class Dataset:
         for start in range(0, len(self), size):
             yield {name: array[start : start + size] for name, array in self.inputs.items()}
 
-    def head(self, count: int) -> "Dataset":
+    def head(self, count: int) -> Dataset:
         labels = None if self.labels is None else self.labels[:count]
         return Dataset({name: array[:count] for name, array in self.inputs.items()}, labels)
 
@@ -54,9 +54,7 @@ def _input(arrays: dict[str, np.ndarray], tensor: Tensor, where: Where, file: st
     array = arrays[tensor.name]
     want = np.dtype(object if tensor.dtype == "string" else tensor.dtype)
     if array.ndim != len(tensor.shape) or any(s not in (-1, got) for s, got in zip(tensor.shape, array.shape)):
-        raise where.error(
-            f"{file!r}[{tensor.name!r}] has shape {list(array.shape)}, the spec's inputs say {list(tensor.shape)}"
-        )
+        raise where.error(f"{file!r}[{tensor.name!r}] has shape {list(array.shape)}, the spec's inputs say {list(tensor.shape)}")
     if not np.can_cast(array.dtype, want, casting="same_kind"):
         raise where.error(f"{file!r}[{tensor.name!r}] has dtype {array.dtype}, the spec says {tensor.dtype}")
     return np.ascontiguousarray(array.astype(want, copy=False))

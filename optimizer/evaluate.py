@@ -80,9 +80,7 @@ def with_drop(task: str, metrics: dict[str, float], reference: dict[str, float],
 
 
 def latency_ms(path: Path, data: Dataset, timing: TimingConfig) -> float:
-    session = ort.InferenceSession(
-        str(path), sess_options=session_options(timing.threads), providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(str(path), sess_options=session_options(timing.threads), providers=["CPUExecutionProvider"])
     feed = next(data.head(1).batches(1))
     for _ in range(timing.warmup):
         session.run(None, feed)
@@ -106,7 +104,7 @@ class Reference:
     metrics: dict[str, float]
 
     @classmethod
-    def of(cls, path: Path, task: str, data: Dataset, output: str) -> "Reference":
+    def of(cls, path: Path, task: str, data: Dataset, output: str) -> Reference:
         outputs = run_model(path, data, output)
         return cls(task, data, output, outputs, task_metrics(task, outputs, outputs, data.labels))
 

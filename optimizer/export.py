@@ -74,7 +74,7 @@ def _export_torchscript(spec: Spec, dst: Path) -> None:
     export_module(module, spec, dst)
 
 
-def export_module(module: "torch.nn.Module", spec: Spec, dst: Path) -> None:
+def export_module(module: torch.nn.Module, spec: Spec, dst: Path) -> None:
     """The legacy exporter with the spec's names and dynamic axes. The fp32 reference and every torch-side
     candidate (pruned, distilled) go through this one call, so their graphs share names and axes."""
     import torch
@@ -129,6 +129,4 @@ def _export_program(spec: Spec, dst: Path) -> None:
 
 def _run_error(spec: Spec, exc: Exception) -> SpecError:
     shapes = ", ".join(f"{t.name} {list(t.shape)}" for t in spec.inputs)
-    return spec.where("inputs").error(
-        f"do not suit the model ({shapes}); the exporter said: {error_line(exc)}"
-    )
+    return spec.where("inputs").error(f"do not suit the model ({shapes}); the exporter said: {error_line(exc)}")

@@ -98,8 +98,9 @@ def export_transformers(spec: Spec, dst: Path) -> Path:
     with quiet_exporters(), torch.no_grad(), scratch_export(dst) as scratch:
         expected = graph(*args).numpy()
         try:
-            torch.onnx.export(graph, args, str(scratch), input_names=names, output_names=[output], dynamic_axes=axes,
-                              opset_version=OPSET, dynamo=False)  # fmt: skip
+            torch.onnx.export(
+                graph, args, str(scratch), input_names=names, output_names=[output], dynamic_axes=axes, opset_version=OPSET, dynamo=False
+            )
         except Exception as exc:
             raise spec.where("source.transformers").error(f"could not be exported to ONNX: {error_line(exc)}") from None
     del graph, model  # the check's session needs the memory the torch weights held (4 GB at a billion parameters)

@@ -11,11 +11,23 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-_SCALES = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2), "MatMulNBits": (1, 2, 3, 4, 5),
-           "ConvInteger": (2, 3), "MatMulInteger": (2, 3)}  # fmt: skip
+_SCALES = {
+    "QuantizeLinear": (1, 2),
+    "DequantizeLinear": (1, 2),
+    "MatMulNBits": (1, 2, 3, 4, 5),
+    "ConvInteger": (2, 3),
+    "MatMulInteger": (2, 3),
+}
 _QUANT_SUFFIXES = ("_scale", "_zero_point")  # onnxruntime's quantizers name their parameters so
-_COUNTED = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE,
-            onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT32}  # fmt: skip
+_COUNTED = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.UINT8,
+    onnx.TensorProto.INT32,
+}
 
 
 def count_parameters(path: Path) -> int:

@@ -20,8 +20,8 @@ from optimizer.errors import CliError, NotApplicable, SpecError
 from optimizer.evaluate import Reference, TimingConfig, measure
 from optimizer.export import export_fp32
 from optimizer.fallback import repairs
-from optimizer.precision import cpu_features
 from optimizer.params import count_parameters
+from optimizer.precision import cpu_features
 from optimizer.progress import counted, progress_for
 from optimizer.search import Decision, Objective, decide, within_tolerance
 from optimizer.serving_facts import cold_start, objective_costs, probe_all, serving_extra
@@ -37,8 +37,7 @@ from optimizer.timing import paired
 from optimizer.training_spec import Distill
 from shared.artifact.fetch import manifest_digest
 from shared.artifact.loading import MANIFEST, file_entries, load_artifact, sha256_of, write_manifest
-from shared.artifact.manifest import EXTERNAL_DATA, INFLATED
-from shared.artifact.manifest import CandidateResult, Manifest
+from shared.artifact.manifest import EXTERNAL_DATA, INFLATED, CandidateResult, Manifest
 
 MODEL_FILE = "model.onnx"
 
@@ -123,8 +122,10 @@ def optimize(
     digest = manifest_digest(folder)
     print(f"slimserve: manifest sha256 {digest}; a copy in object storage is pinned as SLIMSERVE_ARTIFACT=PREFIX#sha256={digest}")
     if decision.placement == "endpoint":
-        print(f"slimserve: {manifest.name} fits no {budget.target} function; placement endpoint "
-              f"(closest: {decision.closest}); see {folder / report.REPORT}")  # fmt: skip
+        print(
+            f"slimserve: {manifest.name} fits no {budget.target} function; placement endpoint "
+            f"(closest: {decision.closest}); see {folder / report.REPORT}"
+        )
     return folder
 
 
@@ -263,8 +264,12 @@ def _facts(
 def _budget(budget: Budget, chosen: Fit | None) -> dict:
     out = budget.to_dict()
     if chosen is not None:
-        out["chosen"] = {"memory_bytes": chosen.memory, "cold_start_s": round(chosen.cold_start_s, 3), "fit": chosen.reason,
-                         "measured": chosen.measured}
+        out["chosen"] = {
+            "memory_bytes": chosen.memory,
+            "cold_start_s": round(chosen.cold_start_s, 3),
+            "fit": chosen.reason,
+            "measured": chosen.measured,
+        }
     return out
 
 

@@ -49,8 +49,7 @@ def cpu_features() -> dict:
     machine = platform.machine().lower()
     x86 = machine in ("x86_64", "amd64", "i686")
     vnni = bool(flags & {"avx512_vnni", "avx_vnni"})
-    return {"machine": machine, "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
-            "reduce_range": x86 and not vnni}  # fmt: skip
+    return {"machine": machine, "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags, "reduce_range": x86 and not vnni}
 
 
 def needs_reduce_range() -> bool:
@@ -104,7 +103,7 @@ class WeightOnly:
     def quantizable(self, model: onnx.ModelProto) -> tuple[str, ...]:
         return (*_constant_weights(model, "MatMul", 1), *_plain_gemms(model))
 
-    def keeping(self, nodes: tuple[str, ...], fp32: bool = False) -> "WeightOnly":
+    def keeping(self, nodes: tuple[str, ...], fp32: bool = False) -> WeightOnly:
         return dataclasses.replace(self, keep=tuple(nodes), keep_bits=None if fp32 else self.keep_bits)
 
     def apply(self, src: Path, dst: Path, ctx: StepContext) -> None:
@@ -166,8 +165,15 @@ _ACCURACY_LEVEL = {"fp32": None, "int8": 4}  # MatMulNBits' own names: 0/1 fp32,
 def _nbits(model: onnx.ModelProto, bits: int, block: int, symmetric: bool, level: int | None, exclude: list[str]) -> onnx.ModelProto:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block, is_symmetric=symmetric, accuracy_level=level,
-                                     op_types_to_quantize=("MatMul",), nodes_to_exclude=exclude)  # fmt: skip
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=bits,
+        block_size=block,
+        is_symmetric=symmetric,
+        accuracy_level=level,
+        op_types_to_quantize=("MatMul",),
+        nodes_to_exclude=exclude,
+    )
     quantizer.process()
     return quantizer.model.model
 
@@ -192,16 +198,14 @@ class QuantizeEmbeddings:
     def quantizable(self, model: onnx.ModelProto) -> tuple[str, ...]:
         return tuple(name for name, init in self._tables(model).items() if self._block(init.dims[1]))
 
-    def keeping(self, nodes: tuple[str, ...], fp32: bool = False) -> "QuantizeEmbeddings":
+    def keeping(self, nodes: tuple[str, ...], fp32: bool = False) -> QuantizeEmbeddings:
         return dataclasses.replace(self, keep=tuple(nodes), keep_bits=None if fp32 else self.keep_bits)
 
     def _tables(self, model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
         gathers = {n.name: n for n in model.graph.node if n.op_type == "Gather"}
         tables = _constant_weights(model, "Gather", 0)
         return {
-            name: init
-            for name, init in tables.items()
-            if _axis(gathers[name]) == 0 and init.dims[0] * init.dims[1] >= self.min_elements
+            name: init for name, init in tables.items() if _axis(gathers[name]) == 0 and init.dims[0] * init.dims[1] >= self.min_elements
         }
 
     def _block(self, columns: int) -> int | None:
@@ -262,12 +266,26 @@ def _rewrite_gathers(model: onnx.ModelProto, plan: dict[str, tuple[int, int]], t
         init = tables[node.name]
         data, scales, zeros = quantize_rows(numpy_helper.to_array(init), bits, block)
         base = f"{init.name}_q{bits}"
-        graph.initializer.extend([numpy_helper.from_array(data, base), numpy_helper.from_array(scales, base + "_scales"),
-                                  numpy_helper.from_array(zeros, base + "_zero_points")])  # fmt: skip
-        nodes.append(helper.make_node(
-            "GatherBlockQuantized", [base, node.input[1], base + "_scales", base + "_zero_points"], list(node.output),
-            name=node.name, domain=MS_DOMAIN, bits=bits, block_size=block, gather_axis=0, quantize_axis=1,
-        ))  # fmt: skip
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(data, base),
+                numpy_helper.from_array(scales, base + "_scales"),
+                numpy_helper.from_array(zeros, base + "_zero_points"),
+            ]
+        )
+        nodes.append(
+            helper.make_node(
+                "GatherBlockQuantized",
+                [base, node.input[1], base + "_scales", base + "_zero_points"],
+                list(node.output),
+                name=node.name,
+                domain=MS_DOMAIN,
+                bits=bits,
+                block_size=block,
+                gather_axis=0,
+                quantize_axis=1,
+            )
+        )
         replaced.add(init.name)
     graph.ClearField("node")
     graph.node.extend(nodes)

@@ -50,7 +50,7 @@ class Bars:
             transient=True,  # the table printed at the end is the record; bars are only for waiting
         )
 
-    def __enter__(self) -> "Bars":
+    def __enter__(self) -> Bars:
         self._bars.start()
         return self
 

@@ -91,8 +91,17 @@ def _expand(keep: torch.Tensor, in_features: int, channels: int) -> torch.Tensor
 
 def _select_outputs(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
     if isinstance(layer, nn.Conv2d):
-        new = nn.Conv2d(layer.in_channels, len(keep), layer.kernel_size, layer.stride, layer.padding,
-                        layer.dilation, 1, layer.bias is not None, layer.padding_mode)  # fmt: skip
+        new = nn.Conv2d(
+            layer.in_channels,
+            len(keep),
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            1,
+            layer.bias is not None,
+            layer.padding_mode,
+        )
     else:
         new = nn.Linear(layer.in_features, len(keep), layer.bias is not None)
     with torch.no_grad():
@@ -104,8 +113,17 @@ def _select_outputs(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
 
 def _select_inputs(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
     if isinstance(layer, nn.Conv2d):
-        new = nn.Conv2d(len(keep), layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
-                        layer.dilation, 1, layer.bias is not None, layer.padding_mode)  # fmt: skip
+        new = nn.Conv2d(
+            len(keep),
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            1,
+            layer.bias is not None,
+            layer.padding_mode,
+        )
     else:
         new = nn.Linear(len(keep), layer.out_features, layer.bias is not None)
     with torch.no_grad():

@@ -12,8 +12,8 @@ from pathlib import Path
 from optimizer.serving_report import serving_lines
 from optimizer.table import print_table
 from shared.artifact.loading import read_manifest
-from shared.errors import ArtifactError
 from shared.artifact.manifest import Manifest
+from shared.errors import ArtifactError
 
 REPORT, PARETO = "report.md", "pareto.png"
 
@@ -66,8 +66,12 @@ def markdown(manifest: Manifest) -> str:
             c.note.replace("|", "/"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Sizes: *deployed* is the model file as the artifact ships it; a compressed candidate (`.gz`/`.xz`) is",
-              "inflated into /tmp at cold start, so /tmp and memory hold its *inflated* size.", ""]  # fmt: skip
+    lines += [
+        "",
+        "Sizes: *deployed* is the model file as the artifact ships it; a compressed candidate (`.gz`/`.xz`) is",
+        "inflated into /tmp at cold start, so /tmp and memory hold its *inflated* size.",
+        "",
+    ]
     lines += _budget_lines(manifest)
     lines += serving_lines(manifest.extra.get("serving"))
     lines += ["", f"![size vs {metric}]({PARETO})", ""]
@@ -93,16 +97,20 @@ def _budget_lines(manifest: Manifest) -> list[str]:
         )
     if budget.get("max_model_bytes") is not None:
         lines.append(f"- `--max-bytes`: at most **{_n(budget['max_model_bytes'])}** model bytes, whatever the delivery")
-    lines.append(f"- memory {_n(budget.get('memory_bytes'))} bytes, /tmp {_n(budget.get('tmp_bytes'))} bytes, "
-                 f"cold start {budget.get('cold_start_s')} s")  # fmt: skip
+    lines.append(
+        f"- memory {_n(budget.get('memory_bytes'))} bytes, /tmp {_n(budget.get('tmp_bytes'))} bytes, "
+        f"cold start {budget.get('cold_start_s')} s"
+    )
     lines.append(f"- runtime weight: {budget.get('runtime_source', '?')}")
     a = budget.get("assumptions", {})
     if a:
         lines.append("- estimates assume: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:g}" for k, v in a.items()))
     chosen = budget.get("chosen")
     if chosen:
-        lines.append(f"- chosen: ~{_n(chosen.get('memory_bytes'))} bytes of memory, ~{chosen.get('cold_start_s', 0):.2f} s cold start "
-                     f"({'memory measured' if chosen.get('measured') else 'estimates'})")
+        lines.append(
+            f"- chosen: ~{_n(chosen.get('memory_bytes'))} bytes of memory, ~{chosen.get('cold_start_s', 0):.2f} s cold start "
+            f"({'memory measured' if chosen.get('measured') else 'estimates'})"
+        )
     return lines
 
 
@@ -133,8 +141,15 @@ def plot(manifest: Manifest, path: Path) -> None:
         ax.scatter(c.bytes, c.metrics[metric], s=size, alpha=0.7, **style)
         labels.setdefault((round(c.bytes, -2), round(c.metrics[metric], 4)), []).append(c.name)
         if c.name == manifest.chosen.candidate:
-            ax.scatter(c.bytes, c.metrics[metric], s=size + 250, facecolor="none", edgecolor="tab:red", linewidth=2,
-                       label=f"chosen: {c.name} ({manifest.placement}, {manifest.delivery})")  # fmt: skip
+            ax.scatter(
+                c.bytes,
+                c.metrics[metric],
+                s=size + 250,
+                facecolor="none",
+                edgecolor="tab:red",
+                linewidth=2,
+                label=f"chosen: {c.name} ({manifest.placement}, {manifest.delivery})",
+            )
     for (x, y), names in labels.items():
         ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
     front = _front([(c.bytes, c.metrics[metric]) for c in measured], higher_better)

@@ -76,7 +76,8 @@ def cold_start(size: Footprint, where: Fit, budget: Budget, serving: Serving | N
         "init_limit_s": budget.cold_start_s,
         "within_init": total <= budget.cold_start_s,
         "session_create": "measured" if serving else "estimated",
-        "download": f"deployed bytes at {a.fetch_bytes_per_s / limits.MB:g} MB/s ({limits.S3_GET_SOURCE})" if fetched
+        "download": f"deployed bytes at {a.fetch_bytes_per_s / limits.MB:g} MB/s ({limits.S3_GET_SOURCE})"
+        if fetched
         else "in the bundle: Lambda fetches the code before the init phase, outside its limit",
         "beyond_init": "" if total <= budget.cold_start_s else beyond_init(budget.target).strip(" ()"),
     }

@@ -61,8 +61,13 @@ class Serving:
         return round(self.peak_rss_bytes + per_row * (self.limit_batch - self.batch))
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "session_create_s": round(self.session_create_s, 4), "import_s": round(self.import_s, 4),
-                "run_s": round(self.run_s, 4), "peak_rss_at_limit_bytes": self.at_limit_bytes}
+        return {
+            **asdict(self),
+            "session_create_s": round(self.session_create_s, 4),
+            "import_s": round(self.import_s, 4),
+            "run_s": round(self.run_s, 4),
+            "peak_rss_at_limit_bytes": self.at_limit_bytes,
+        }
 
 
 def plan(input_shapes: list[tuple[int, ...]], text_length: int | None, limits: Limits | None = None) -> Plan:
@@ -94,8 +99,9 @@ def measure(model: Path, probe: Plan, threads: int = 1) -> Serving:
         said = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         raise RuntimeError(f"the serving probe failed: {said[:200]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return Serving(out["peaks"][1], out["peaks"][0], out["create_s"], out["import_s"], out["run_s"], probe.batch,
-                   probe.limit_batch, probe.how)
+    return Serving(
+        out["peaks"][1], out["peaks"][0], out["create_s"], out["import_s"], out["run_s"], probe.batch, probe.limit_batch, probe.how
+    )
 
 
 def _peak_rss() -> int:
@@ -133,8 +139,17 @@ def _child(model: str, raw: str) -> None:
     print(json.dumps({"peaks": peaks, "create_s": create_s, "import_s": import_s, "run_s": run_s}))
 
 
-_DTYPES = {"float": "float32", "float16": "float16", "double": "float64", "int64": "int64", "int32": "int32",
-           "int8": "int8", "uint8": "uint8", "bool": "bool", "string": "object"}
+_DTYPES = {
+    "float": "float32",
+    "float16": "float16",
+    "double": "float64",
+    "int64": "int64",
+    "int32": "int32",
+    "int8": "int8",
+    "uint8": "uint8",
+    "bool": "bool",
+    "string": "object",
+}
 
 
 def _tensor(np, node, batch: int, length: int):

@@ -10,11 +10,15 @@ def serving_lines(serving: dict | None) -> list[str]:
     if serving.get("measured"):
         mib = 2**20
         peak = serving["peak_rss_bytes"]
-        lines.append(f"- peak RSS **{peak / mib:,.1f} MiB** ({peak:,} bytes), measured in a fresh runtime process: onnxruntime "
-                     f"session made with the runtime's options, then one run of {serving['how']}")
+        lines.append(
+            f"- peak RSS **{peak / mib:,.1f} MiB** ({peak:,} bytes), measured in a fresh runtime process: onnxruntime "
+            f"session made with the runtime's options, then one run of {serving['how']}"
+        )
         lines.append(f"- session creation **{serving['session_create_s']:.3f} s** (measured; imports {serving['import_s']:.3f} s)")
-        lines.append(f"- recommended memory **{serving['recommended_memory_mb']} MB**: {serving['memory_rule']}; the target "
-                     f"allows {serving['target_memory_bytes'] / mib:,.0f} MiB")
+        lines.append(
+            f"- recommended memory **{serving['recommended_memory_mb']} MB**: {serving['memory_rule']}; the target "
+            f"allows {serving['target_memory_bytes'] / mib:,.0f} MiB"
+        )
         if serving["limit_batch"] > serving["batch"]:
             lines.append(
                 f"- the request limits admit {serving['limit_batch']:,} rows; extrapolated linearly from the runs at "

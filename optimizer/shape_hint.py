@@ -23,7 +23,7 @@ _SEARCH_S = 5.0
 _LARGEST_SIDE = 512
 
 
-def shape_error(module: "torch.nn.Module", spec: Spec, exc: BaseException) -> SpecError:
+def shape_error(module: torch.nn.Module, spec: Spec, exc: BaseException) -> SpecError:
     given = ", ".join(f"{t.name} {list(t.shape)}" for t in spec.inputs)
     said = f"torch said: {error_line(exc)}"
     layer = _first_layer(module)
@@ -39,7 +39,7 @@ def shape_error(module: "torch.nn.Module", spec: Spec, exc: BaseException) -> Sp
     return spec.where("inputs").error(f"do not suit the model: the spec gives {given}; {wants}; {said}")
 
 
-def _first_layer(module: "torch.nn.Module") -> tuple[str, str, "torch.Tensor"] | None:
+def _first_layer(module: torch.nn.Module) -> tuple[str, str, torch.Tensor] | None:
     """The first conv, linear or embedding layer in definition order (TorchScript keeps `original_name`)."""
     for name, sub in module.named_modules():
         kind = getattr(sub, "original_name", type(sub).__name__)
@@ -49,11 +49,11 @@ def _first_layer(module: "torch.nn.Module") -> tuple[str, str, "torch.Tensor"] |
     return None
 
 
-def _channels(kind: str, weight: "torch.Tensor") -> int:
+def _channels(kind: str, weight: torch.Tensor) -> int:
     return int(weight.shape[1]) if kind in _CONV or kind == "Linear" else 0
 
 
-def _rule(kind: str, weight: "torch.Tensor") -> str:
+def _rule(kind: str, weight: torch.Tensor) -> str:
     if kind in _CONV:
         spatial = ", ".join("DHW"[-_CONV[kind] :])
         return f"[N, {_channels(kind, weight)}, {spatial}]"
@@ -62,7 +62,7 @@ def _rule(kind: str, weight: "torch.Tensor") -> str:
     return "integer token ids [N, T]"
 
 
-def _candidates(kind: str, weight: "torch.Tensor", given: tuple[int, ...]) -> list[tuple[int, ...]]:
+def _candidates(kind: str, weight: torch.Tensor, given: tuple[int, ...]) -> list[tuple[int, ...]]:
     """Shapes to try (batch 2): the spec's own spatial sizes with the layer's channels, then squares."""
     if kind == "Linear":
         return [(2, _channels(kind, weight))]
@@ -75,7 +75,7 @@ def _candidates(kind: str, weight: "torch.Tensor", given: tuple[int, ...]) -> li
     return tried + [(2, channels, *([side] * rank)) for side in range(1, _LARGEST_SIDE + 1)]
 
 
-def _runs_on(module: "torch.nn.Module", shapes: list[tuple[int, ...]], dtype: str) -> tuple[int, ...] | None:
+def _runs_on(module: torch.nn.Module, shapes: list[tuple[int, ...]], dtype: str) -> tuple[int, ...] | None:
     import torch
 
     deadline = time.monotonic() + _SEARCH_S

@@ -80,9 +80,7 @@ def _check_declared(value: onnx.ValueInfoProto, tensor: Tensor, where: Where, ou
         # calls dynamic but the model fixes would fail on the first other size; an output, harmlessly loose.
         if got == -1 or want == got or (outputs and want == -1):
             continue
-        raise (where / "shape").error(
-                f"{list(tensor.shape)} does not match the model's {dims} at axis {axis} (-1 = dynamic)"
-            )
+        raise (where / "shape").error(f"{list(tensor.shape)} does not match the model's {dims} at axis {axis} (-1 = dynamic)")
 
 
 def _check_run(path: Path, spec: Spec) -> None:

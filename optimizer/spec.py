@@ -19,8 +19,8 @@ import yaml
 
 from optimizer.errors import SpecError
 from optimizer.training_spec import DISTILL_KEYS, FINE_TUNE_KEYS, Distill, FineTune
-from shared.protocol.datatypes import SPEC_TO_OIP
 from shared.artifact.manifest import NAME_PATTERN, TASKS, VERSION_PATTERN, TensorSpec
+from shared.protocol.datatypes import SPEC_TO_OIP
 
 TARGETS = ("aws-lambda", "gcp-functions", "azure-functions")
 SOURCE_SUFFIXES = (".pt", ".pt2", ".onnx")
@@ -92,7 +92,7 @@ class Spec:
     prune: FineTune = FineTune()
     distill: Distill = Distill()
 
-    def where(self, key: str) -> "Where":
+    def where(self, key: str) -> Where:
         return Where(self.file, key)
 
 
@@ -103,10 +103,10 @@ class Where:
     file: Path
     key: str
 
-    def __getitem__(self, index: int) -> "Where":
+    def __getitem__(self, index: int) -> Where:
         return Where(self.file, f"{self.key}[{index}]")
 
-    def __truediv__(self, child: str) -> "Where":
+    def __truediv__(self, child: str) -> Where:
         return Where(self.file, f"{self.key}.{child}" if self.key else child)
 
     def error(self, problem: str) -> SpecError:
@@ -202,7 +202,7 @@ def _version(value: Any, where: Where) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise where.error(f"must be a string (quote it: \"1\"), not {_kind(value)}")
+        raise where.error(f'must be a string (quote it: "1"), not {_kind(value)}')
     if not VERSION_PATTERN.fullmatch(value):
         raise where.error(f"{value!r} must match {VERSION_PATTERN.pattern}")
     return value

@@ -30,8 +30,21 @@ def rows(manifest: Manifest) -> tuple[list[str], list[list[str]]]:
     names = [m for m in _METRICS if any(m in c.metrics for c in manifest.candidates)]
     # per-candidate sizes and fit, where the optimizer recorded them (optimizer/pipeline.py `_facts`)
     facts = manifest.extra.get("optimizer", {}).get("candidates", {})
-    header = ["candidate", "model bytes", "x smaller", "params", *names, "p50 ms", "x faster", "peak RSS MiB", "memory MB", "$/M req",
-              "within tol", "ships as", "note"]
+    header = [
+        "candidate",
+        "model bytes",
+        "x smaller",
+        "params",
+        *names,
+        "p50 ms",
+        "x faster",
+        "peak RSS MiB",
+        "memory MB",
+        "$/M req",
+        "within tol",
+        "ships as",
+        "note",
+    ]
     body = []
     for c in manifest.candidates:
         mark = "*" if c.name == manifest.chosen.candidate else " "
@@ -68,8 +81,7 @@ def legend(manifest: Manifest) -> list[str]:
         "p50 ms: median onnxruntime latency at batch 1; x faster: fp32's p50 / this one's, timed in alternation",
         "peak RSS MiB: a fresh runtime process's peak with the session made and one run at the largest batch the request "
         "limits allow; memory MB: that x the headroom, at the target's next memory setting (what the deploy sets)",
-        "$/M req: dollars per million requests at that memory, the p50 scaled to the CPU share it buys, list prices "
-        "(infra/prices.py)",
+        "$/M req: dollars per million requests at that memory, the p50 scaled to the CPU share it buys, list prices (infra/prices.py)",
         f"ships as: bundle = inside the {manifest.target} package; fetch = from object storage into /tmp at cold "
         "start; no = fits no function (endpoint)",
     ]

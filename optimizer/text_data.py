@@ -39,7 +39,7 @@ class TextDataset:
         for start in range(0, len(self.texts), size):
             yield self._padded(self.encoder.encode(self.texts[start : start + size]))
 
-    def head(self, count: int) -> "TextDataset":
+    def head(self, count: int) -> TextDataset:
         return TextDataset(self.texts[:count], self.encoder, None if self.labels is None else self.labels[:count])
 
     @property

@@ -17,9 +17,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from http import HTTPStatus
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from http import HTTPStatus
 from urllib.parse import quote
 
 import numpy as np
@@ -50,8 +50,22 @@ class _SameOriginCredentials(urllib.request.HTTPRedirectHandler):
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urllib.parse.urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-_TO_NUMPY = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64", "INT8": "int8",
-             "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16", "FP32": "float32", "FP64": "float64"}  # fmt: skip
+
+
+_TO_NUMPY = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+}
 
 
 class InvokeError(Exception):
@@ -94,7 +108,9 @@ class InferenceClient:
         doc, attempts, binary = self._call("POST", self._path(model, version) + "/infer", json.dumps(body).encode())
         return Response(_outputs(doc, binary), doc, attempts)
 
-    def inputs_for(self, model: str, version: str | None = None, *, texts: list[str] | None = None, array: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def inputs_for(
+        self, model: str, version: str | None = None, *, texts: list[str] | None = None, array: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """The model's single input filled from texts or one array, named and shaped from its metadata."""
         specs = self.metadata(model, version).get("inputs", [])
         if len(specs) != 1:
@@ -296,9 +312,20 @@ def format_outputs(response: Response) -> str:
     return "\n".join(lines)
 
 
-def invoke_command(url: str, model: str, *, text: list[str] | None = None, npy: str | None = None, json_file: str | None = None,
-                   api_key: str | None = None, api_key_header: str = "x-api-key", bearer: str | None = None,
-                   version: str | None = None, retries: int = 3, timeout_s: float = 30.0) -> str:  # fmt: skip
+def invoke_command(
+    url: str,
+    model: str,
+    *,
+    text: list[str] | None = None,
+    npy: str | None = None,
+    json_file: str | None = None,
+    api_key: str | None = None,
+    api_key_header: str = "x-api-key",
+    bearer: str | None = None,
+    version: str | None = None,
+    retries: int = 3,
+    timeout_s: float = 30.0,
+) -> str:
     """`slimserve invoke`: build the request from exactly one of text/npy/json_file; returns what to print."""
     client = InferenceClient(url, api_key=api_key, api_key_header=api_key_header, bearer=bearer, retries=retries, timeout_s=timeout_s)
     if json_file is not None:

@@ -234,7 +234,7 @@ class Settings:
     own `AzureWebJobsStorage`."""
 
     @classmethod
-    def resolve(cls, environ: os._Environ | dict | None = None, **overrides) -> "Settings":
+    def resolve(cls, environ: os._Environ | dict | None = None, **overrides) -> Settings:
         environ = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote, unquote, urlsplit
 
 from shared.errors import LimitExceeded, RecordError, StorageError
@@ -54,7 +54,9 @@ def parse(uri: str) -> ObjectUri:
             raise RecordError(f"{uri!r}: a file:// URI must be absolute (file:///path)")
         return _checked(ObjectUri("file", "", unquote(parts.path)), uri)
     if scheme not in SCHEMES:
-        raise RecordError(f"{uri!r}: not an object URI; expected one of s3://, gs://, azure://, file://, https://<account>{_AZURE_HOST_SUFFIX}/")
+        raise RecordError(
+            f"{uri!r}: not an object URI; expected one of s3://, gs://, azure://, file://, https://<account>{_AZURE_HOST_SUFFIX}/"
+        )
     # Split by hand: object keys may hold '?', '#' and '%', which are no query, fragment or escape here.
     container, _, key = uri.partition("://")[2].partition("/")
     return _checked(ObjectUri(scheme, container, key), uri)
@@ -91,11 +93,16 @@ class Storage:
     """One per process (boot), passed to whoever reads or writes objects."""
 
     def __init__(self, azure_connection: str = "", transfer: Transfer | None = None):
-        self._backends: dict[str, Backend] = {"file": FileBackend(), "s3": S3Backend(), "gs": GCSBackend(), "azure": AzureBackend(azure_connection)}
+        self._backends: dict[str, Backend] = {
+            "file": FileBackend(),
+            "s3": S3Backend(),
+            "gs": GCSBackend(),
+            "azure": AzureBackend(azure_connection),
+        }
         self.transfer = transfer or Transfer()
 
     @classmethod
-    def from_settings(cls, settings) -> "Storage":
+    def from_settings(cls, settings) -> Storage:
         # The Functions host's own account is the documented default for blob access.
         return cls(settings.azure_connection or os.environ.get("AzureWebJobsStorage", ""), Transfer.from_settings(settings))
 
@@ -110,7 +117,7 @@ class Storage:
         parts = dict(p.partition("=")[::2] for p in self._backends["azure"].connection.split(";") if "=" in p)
         return parts.get("AccountName", "")
 
-    def _backend(self, uri: str) -> tuple["Backend", ObjectUri]:
+    def _backend(self, uri: str) -> tuple[Backend, ObjectUri]:
         obj = parse(uri)
         return self._backends[obj.scheme], obj
 
@@ -197,7 +204,7 @@ class _HashingFile:
         self.digest = hashlib.sha256()
         self.out = open(path, "wb")
 
-    def __enter__(self) -> "_HashingFile":
+    def __enter__(self) -> _HashingFile:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 from shared.errors import NotFound, StorageError
 
@@ -183,7 +183,7 @@ class FileBackend(Backend):
                 except OSError:
                     continue  # removed since the folder was read
                 if os.path.isfile(path) and not os.path.islink(path):
-                    yield path, stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc)
+                    yield path, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)
             if root == (folder or "/") and start:
                 dirs[:] = [d for d in dirs if d.startswith(start)]  # only folders that can hold a match
 
@@ -263,8 +263,11 @@ class S3Backend(Backend):
 
     def list(self, obj: ObjectUri, page_size: int) -> Iterator[tuple[str, int, datetime | None]]:
         try:
-            pages = self.client().get_paginator("list_objects_v2").paginate(
-                Bucket=obj.container, Prefix=obj.key, PaginationConfig={"PageSize": page_size})
+            pages = (
+                self.client()
+                .get_paginator("list_objects_v2")
+                .paginate(Bucket=obj.container, Prefix=obj.key, PaginationConfig={"PageSize": page_size})
+            )
             for page in pages:
                 for item in page.get("Contents", []):
                     yield item["Key"], int(item["Size"]), item.get("LastModified")

@@ -4,9 +4,9 @@ and S3 are in shared/storage_backends.py), each turning its SDK's calls and erro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 from shared.errors import NotFound, StorageError
 from shared.storage_backends import CHUNK, Backend, ObjectUri, changed

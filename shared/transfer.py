@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from shared.config import RANGES
 from shared.errors import StorageError
@@ -45,7 +45,7 @@ class Transfer:
                 raise ValueError(f"SLIMSERVE_{name.upper()}={value!r} must be between {low:,} and {high:,}")
 
     @classmethod
-    def from_settings(cls, settings) -> "Transfer":
+    def from_settings(cls, settings) -> Transfer:
         return cls(settings.fetch_concurrency, settings.fetch_part_bytes)
 
     def in_parts(self, size: int) -> bool:

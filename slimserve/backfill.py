@@ -16,7 +16,7 @@ import argparse
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from optimizer.errors import CliError, SpecError
 from shared.batch.backfill import Backfill, Tally
@@ -42,8 +42,10 @@ class Progress:
         with self._lock:
             self._shown = now
             rate = tally.enqueued / max(now - self._start, 1e-9)
-            self.stream.write(f"\r  listed {tally.listed:,} | skipped {tally.skipped:,} | enqueued {tally.enqueued:,} "
-                              f"| failed {tally.failed:,} | {rate:,.0f}/s ")  # fmt: skip
+            self.stream.write(
+                f"\r  listed {tally.listed:,} | skipped {tally.skipped:,} | enqueued {tally.enqueued:,} "
+                f"| failed {tally.failed:,} | {rate:,.0f}/s "
+            )
             self.stream.flush()
 
     def close(self) -> None:
@@ -58,7 +60,7 @@ def parse_since(text: str | None) -> datetime | None:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise SpecError(f"--since {text!r} is no date: use ISO 8601, e.g. 2024-01-31 or 2024-01-31T12:00:00Z") from None
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
 def sink_for(args, settings: Settings):
@@ -99,9 +101,18 @@ def backfill_command(args: argparse.Namespace) -> int:
     sink = sink_for(args, settings)
     progress = Progress(not args.quiet)
     try:
-        job = Backfill(Storage.from_settings(settings), sink, args.source, output=settings.output,
-                       output_format=settings.batch_output_format, since=since, limit=args.limit,
-                       concurrency=args.concurrency, retries=args.retries, progress=progress)  # fmt: skip
+        job = Backfill(
+            Storage.from_settings(settings),
+            sink,
+            args.source,
+            output=settings.output,
+            output_format=settings.batch_output_format,
+            since=since,
+            limit=args.limit,
+            concurrency=args.concurrency,
+            retries=args.retries,
+            progress=progress,
+        )
         tally = job.run(dry_run=args.dry_run)
     except RecordError as exc:
         raise SpecError(exc.message) from None
@@ -113,5 +124,7 @@ def backfill_command(args: argparse.Namespace) -> int:
     for reason in tally.failures:
         print(f"  failed: {reason}", file=sys.stderr)
     if tally.stopped or tally.failed:
-        raise CliError(f"backfill stopped: {tally.stopped or f'{tally.failed} message(s) not sent'}; rerun to send what still has no result")
+        raise CliError(
+            f"backfill stopped: {tally.stopped or f'{tally.failed} message(s) not sent'}; rerun to send what still has no result"
+        )
     return 0

@@ -46,14 +46,25 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--target", choices=TARGETS, help="platform whose budget applies (default: the spec's)")
     opt.add_argument("--out", help="artifact folder to write (default: artifacts/<name>/<version>)")
     opt.add_argument("--tolerance", type=float, help="largest allowed metric drop (default: the spec's)")
-    opt.add_argument("--objective", choices=("size", "latency", "accuracy", "cost"),
-                     help="what to optimize among the candidates within tolerance that fit the budget: size, latency, accuracy, "
-                     "or cost per million requests at the measured memory (default: the spec's objective, else size)")
-    opt.add_argument("--max-bytes", type=int, metavar="N", help="at most N bytes of model file, whatever the delivery "
-                     "(default: what the target's package limits leave after the runtime)")
+    opt.add_argument(
+        "--objective",
+        choices=("size", "latency", "accuracy", "cost"),
+        help="what to optimize among the candidates within tolerance that fit the budget: size, latency, accuracy, "
+        "or cost per million requests at the measured memory (default: the spec's objective, else size)",
+    )
+    opt.add_argument(
+        "--max-bytes",
+        type=int,
+        metavar="N",
+        help="at most N bytes of model file, whatever the delivery (default: what the target's package limits leave after the runtime)",
+    )
     opt.add_argument("--candidates", metavar="A,B,...", help="only these candidates (fp32 is always kept)")
-    opt.add_argument("--distill", metavar="STUDENT", help="distillation student: a TorchScript .pt file, or a width in "
-                     "(0, 1] to derive one from the model's layers (default: the spec's distill:)")
+    opt.add_argument(
+        "--distill",
+        metavar="STUDENT",
+        help="distillation student: a TorchScript .pt file, or a width in "
+        "(0, 1] to derive one from the model's layers (default: the spec's distill:)",
+    )
     opt.add_argument("--direct-upload", action="store_true", help=DIRECT_UPLOAD_HELP)
     opt.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -68,14 +79,26 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--api-key", help="require this key (Bearer or x-api-key); visible in ps: prefer SLIMSERVE_API_KEY_FILE")
     srv.add_argument("--workers", type=int, help="server processes (default: one per CPU)")
     srv.add_argument("--threads", type=int, help="requests run at once per process (default 8; connections are not threads)")
-    srv.add_argument("--sagemaker-runtime", action="store_true",
-                     help="also answer SageMaker's runtime API (/endpoints/NAME/invocations), for boto3 clients of a local endpoint")
+    srv.add_argument(
+        "--sagemaker-runtime",
+        action="store_true",
+        help="also answer SageMaker's runtime API (/endpoints/NAME/invocations), for boto3 clients of a local endpoint",
+    )
     srv.add_argument("--ort-threads", type=int, help="onnxruntime intra-op threads per session (default: CPUs / workers)")
-    srv.add_argument("--max-batch-size", type=int, help="dynamic batching: rows concurrent requests share per run (default: the manifest's, else off)")
-    srv.add_argument("--max-queue-delay-ms", type=float, help="dynamic batching: while the model is busy, wait this long for a batch to fill (default 1; 0: never)")
+    srv.add_argument(
+        "--max-batch-size", type=int, help="dynamic batching: rows concurrent requests share per run (default: the manifest's, else off)"
+    )
+    srv.add_argument(
+        "--max-queue-delay-ms",
+        type=float,
+        help="dynamic batching: while the model is busy, wait this long for a batch to fill (default 1; 0: never)",
+    )
 
-    bnd = sub.add_parser("bundle", help="package an artifact for a target: a function bundle checked against the "
-                         "platform's limits (exit 1 when over), or sagemaker's model.tar.gz")  # fmt: skip
+    bnd = sub.add_parser(
+        "bundle",
+        help="package an artifact for a target: a function bundle checked against the "
+        "platform's limits (exit 1 when over), or sagemaker's model.tar.gz",
+    )
     bnd.add_argument("artifact", metavar="ARTIFACT_DIR")
     bnd.add_argument("--target", required=True, choices=sorted(BUNDLE_TARGETS))
     bnd.add_argument("--out", help="folder to write into (default: dist/<target>)")
@@ -83,8 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     bnd.add_argument("--python", default="3.12", help="function targets: interpreter major.minor (default 3.12)")
     bnd.add_argument("--wheel-cache", help="downloaded wheels (default $SLIMSERVE_WHEEL_CACHE, ~/.cache/slimserve/wheels)")
     bnd.add_argument("--direct-upload", action="store_true", help=DIRECT_UPLOAD_HELP)
-    bnd.add_argument("--fetch-from", metavar="PREFIX", help="function targets: leave the model out; the function fetches it at cold "
-                     "start from PREFIX (s3://, gs://, azure://), pinned by the manifest's sha256. Needed for `delivery: fetch`")
+    bnd.add_argument(
+        "--fetch-from",
+        metavar="PREFIX",
+        help="function targets: leave the model out; the function fetches it at cold "
+        "start from PREFIX (s3://, gs://, azure://), pinned by the manifest's sha256. Needed for `delivery: fetch`",
+    )
     bnd.add_argument("--quiet", action="store_true", help="function targets: no progress output or size table")
 
     upl = sub.add_parser("upload", help="copy an artifact (verified first) to object storage, where a function fetches it")
@@ -139,9 +166,18 @@ def main(argv: list[str] | None = None) -> int:
             from shared.server.serve import ServeError, serve
 
             try:
-                serve(args.artifacts, host=args.host, port=args.port, sagemaker_runtime=args.sagemaker_runtime, api_key=args.api_key,
-                      workers=args.workers, threads=args.threads, ort_threads=args.ort_threads,
-                      batcher_max_size=args.max_batch_size, batcher_max_delay_ms=args.max_queue_delay_ms)  # fmt: skip
+                serve(
+                    args.artifacts,
+                    host=args.host,
+                    port=args.port,
+                    sagemaker_runtime=args.sagemaker_runtime,
+                    api_key=args.api_key,
+                    workers=args.workers,
+                    threads=args.threads,
+                    ort_threads=args.ort_threads,
+                    batcher_max_size=args.max_batch_size,
+                    batcher_max_delay_ms=args.max_queue_delay_ms,
+                )
             except ArtifactError as exc:
                 raise CliError(exc.message) from None
             except (ValueError, ServeError) as exc:  # a setting that cannot work, a port in use, workers that cannot start
@@ -163,9 +199,21 @@ def main(argv: list[str] | None = None) -> int:
             from shared.client import InvokeError, invoke_command
 
             try:
-                print(invoke_command(args.url, args.model, text=args.text, npy=args.npy, json_file=args.json_file, api_key=args.api_key,
-                                     api_key_header=args.api_key_header, bearer=args.bearer, version=args.version,
-                                     retries=args.retries, timeout_s=args.timeout))  # fmt: skip
+                print(
+                    invoke_command(
+                        args.url,
+                        args.model,
+                        text=args.text,
+                        npy=args.npy,
+                        json_file=args.json_file,
+                        api_key=args.api_key,
+                        api_key_header=args.api_key_header,
+                        bearer=args.bearer,
+                        version=args.version,
+                        retries=args.retries,
+                        timeout_s=args.timeout,
+                    )
+                )
             except InvokeError as exc:
                 raise CliError(exc.message) from None
             return 0

@@ -24,7 +24,11 @@ def _restore_environ():
 # session scope: checked before any module-scoped fixture that would start osls (and fail unnamed)
 @pytest.fixture(scope="session")
 def osls_cli():
-    need("osls (node_modules/.bin/osls)", (ROOT / "node_modules" / ".bin" / "osls").exists(), "run `npm ci` (make test does), which needs node")
+    need(
+        "osls (node_modules/.bin/osls)",
+        (ROOT / "node_modules" / ".bin" / "osls").exists(),
+        "run `npm ci` (make test does), which needs node",
+    )
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
     load_event("apigw-v2-post-json", path="/v2/models/tiny/versions/1/infer", body={"inputs": [...]})
 
 Only the fields API Gateway itself would change together are touched: a new path moves `rawPath`,
-`requestContext.http.path`, `routeKey` and `pathParameters` (under /v2 or /v1, serverless.yml's routes); a new body sets `body`, `isBase64Encoded`
-and `content-length` (bytes travel base64-encoded, as HTTP APIs send binary bodies); headers are
+`requestContext.http.path`, `routeKey` and `pathParameters` (under /v2 or /v1, serverless.yml's routes); a new
+body sets `body`, `isBase64Encoded` and `content-length` (bytes travel base64-encoded, as HTTP APIs send binary bodies); headers are
 lower-cased, as HTTP APIs deliver them.
 """
 

@@ -37,7 +37,9 @@ def linear_softmax_onnx(in_features: int = 4, classes: int = 3, seed: int = 0) -
     return model
 
 
-def save_artifact(folder: Path, model: onnx.ModelProto, name: str, inputs, outputs, task: str = "classification", version: str = "1") -> Path:
+def save_artifact(
+    folder: Path, model: onnx.ModelProto, name: str, inputs, outputs, task: str = "classification", version: str = "1"
+) -> Path:
     """`model` as a one-file artifact: model.onnx + a manifest with its sha256 and the given signature."""
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, folder / "model.onnx")

@@ -150,13 +150,19 @@ def test_no_private_names_imported_across_modules():
     for name, path in MODULES.items():
         for module, names, line in _imports(path):
             if module.split(".")[0] in ("shared", "optimizer", "functions", "slimserve") and module != name:
-                wrong += [f"{path.relative_to(ROOT)}:{line} imports {n} from {module}" for n in names if n.startswith("_") and n != "__version__"]
+                wrong += [
+                    f"{path.relative_to(ROOT)}:{line} imports {n} from {module}" for n in names if n.startswith("_") and n != "__version__"
+                ]
     assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.parametrize("package", ["shared", "optimizer", "functions", "slimserve"])
 def test_no_module_is_two_things(package):
-    long = {str(p.relative_to(ROOT)): n for name, p in MODULES.items() if name.split(".")[0] == package and (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(ROOT)): n
+        for name, p in MODULES.items()
+        if name.split(".")[0] == package and (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 

@@ -68,7 +68,9 @@ def test_keepalive_closes_an_idle_connection(tmp_path):
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             sock.sendall(f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\n\r\n".encode() + BODY)
             answer = b""
-            while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0]):
+            while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
+                answer.lower().split(b"content-length: ")[1].split(b"\r\n")[0]
+            ):
                 answer += sock.recv(65536)  # the whole answer: head and body may come in separate packets
             assert answer.startswith(b"HTTP/1.1 200")
             started = time.monotonic()
@@ -96,7 +98,10 @@ class Counting:
         time.sleep(self.delay_s)
         with self.lock:
             self.now -= 1
-        doc = {"model_name": "tiny", "outputs": [{"name": n, "datatype": "FP32", "shape": [1, 3], "data": [0.2, 0.3, 0.5]} for n in ("logits", "probs")]}
+        doc = {
+            "model_name": "tiny",
+            "outputs": [{"name": n, "datatype": "FP32", "shape": [1, 3], "data": [0.2, 0.3, 0.5]} for n in ("logits", "probs")],
+        }
         return Response(json.dumps(doc), mimetype="application/json")(environ, start_response)
 
 
@@ -110,7 +115,12 @@ def remote_artifact(tmp_path):
 def test_threads_bound_the_requests_one_process_runs_at_once(tmp_path, threads):
     endpoint = Counting(delay_s=1.0)
     loop = LoopbackServer(endpoint)
-    env = {"SLIMSERVE_WORKERS": "1", "SLIMSERVE_THREADS": str(threads), "SLIMSERVE_ENDPOINT_TRANSPORT": "http", "SLIMSERVE_ENDPOINT_URL": loop.url}
+    env = {
+        "SLIMSERVE_WORKERS": "1",
+        "SLIMSERVE_THREADS": str(threads),
+        "SLIMSERVE_ENDPOINT_TRANSPORT": "http",
+        "SLIMSERVE_ENDPOINT_URL": loop.url,
+    }
     server = RunningServer([remote_artifact(tmp_path)], env=env)
     try:
         with __import__("concurrent.futures").futures.ThreadPoolExecutor(6) as pool:
@@ -137,8 +147,14 @@ def test_text_logs_are_readable_lines_and_an_unknown_format_is_refused(tmp_path)
 
     from tests.conftest import ROOT
 
-    proc = subprocess.run([sys.executable, "-m", "slimserve", "serve", str(artifact), "--port", "0"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "SLIMSERVE_LOG_FORMAT": "xml"}, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "slimserve", "serve", str(artifact), "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLIMSERVE_LOG_FORMAT": "xml"},
+        timeout=60,
+    )
     assert proc.returncode == 1 and proc.stderr.strip() == "slimserve: error: SLIMSERVE_LOG_FORMAT='xml' must be one of json, text"
 
 
@@ -149,9 +165,30 @@ def test_the_serve_flags_change_what_the_server_does(tmp_path):
     from tests.conftest import ROOT, free_port, wait_for_http
 
     port = free_port()
-    cmd = [sys.executable, "-m", "slimserve", "serve", str(write_tiny_artifact(tmp_path / "tiny")), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "3", "--threads", "2", "--ort-threads", "1", "--max-batch-size", "4", "--max-queue-delay-ms", "0",
-           "--api-key", "k-1", "--sagemaker-runtime"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "slimserve",
+        "serve",
+        str(write_tiny_artifact(tmp_path / "tiny")),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "3",
+        "--threads",
+        "2",
+        "--ort-threads",
+        "1",
+        "--max-batch-size",
+        "4",
+        "--max-queue-delay-ms",
+        "0",
+        "--api-key",
+        "k-1",
+        "--sagemaker-runtime",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/v2/health/ready", proc, timeout=60)
@@ -202,7 +239,12 @@ def test_the_endpoint_url_takes_the_model_name_and_the_token_is_read_per_request
     loop = LoopbackServer(endpoint)
     try:
         monkeypatch.setenv("VERTEX_TOKEN", "token-1")
-        runtime = start(remote_artifact(tmp_path), endpoint_transport="http", endpoint_url=loop.url + "/custom/{model}/predict", endpoint_token_env="VERTEX_TOKEN")
+        runtime = start(
+            remote_artifact(tmp_path),
+            endpoint_transport="http",
+            endpoint_url=loop.url + "/custom/{model}/predict",
+            endpoint_token_env="VERTEX_TOKEN",
+        )
         model = runtime.plane.model("tiny")
         model.answer({"input": np.ones((1, 4), np.float32)})
         monkeypatch.setenv("VERTEX_TOKEN", "token-2")  # rotated: no restart
@@ -224,7 +266,12 @@ def test_asynchronous_requests_go_to_the_async_endpoint(tmp_path, monkeypatch):
 
     loop = LoopbackServer(runtime_api)
     try:
-        for key, value in {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": loop.url, "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        for key, value in {
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": loop.url,
+            "AWS_ACCESS_KEY_ID": "t",
+            "AWS_SECRET_ACCESS_KEY": "t",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
             monkeypatch.setenv(key, value)
         from shared.remote.transports import SageMakerTransport
 
@@ -252,13 +299,19 @@ def test_a_partial_micro_batch_runs_after_the_wait_while_a_record_is_still_being
     runtime = start(write_tiny_artifact(tmp_path / "tiny"), output=f"file://{tmp_path}/out", batch_max_wait_ms=50)
     pipe = tmp_path / "slow.npy"
     os.mkfifo(pipe)
-    records = [Record.inline("in/a.npy", npy(np.ones((1, 4), np.float32))), Record.inline("in/b.npy", npy(np.ones((1, 4), np.float32))),
-               Record.from_uri(f"file://{pipe}")]  # fmt: skip
+    records = [
+        Record.inline("in/a.npy", npy(np.ones((1, 4), np.float32))),
+        Record.inline("in/b.npy", npy(np.ones((1, 4), np.float32))),
+        Record.from_uri(f"file://{pipe}"),
+    ]
     runner = BatchRunner(runtime.plane, runtime.settings, runtime.storage)
     done = []
     thread = threading.Thread(target=lambda: done.append(runner.run(records)))
     thread.start()
-    until(lambda: (tmp_path / "out/in/a.npy.json").exists() and (tmp_path / "out/in/b.npy.json").exists(), what="the first micro-batch's results")
+    until(
+        lambda: (tmp_path / "out/in/a.npy.json").exists() and (tmp_path / "out/in/b.npy.json").exists(),
+        what="the first micro-batch's results",
+    )
     assert thread.is_alive()  # the third record is still being read
     with open(pipe, "wb") as writer:
         writer.write(npy(np.ones((2, 4), np.float32)))
@@ -277,8 +330,11 @@ def test_the_batch_handler_reports_inference_latency(load_handler, aws, tmp_path
     s3 = aws.client("s3")
     s3.create_bucket(Bucket="promises")
     s3.put_object(Bucket="promises", Key="incoming/x.npy", Body=buffer.getvalue())
-    handler = load_handler(SLIMSERVE_ARTIFACT=str(write_tiny_artifact(tmp_path / "tiny")), SLIMSERVE_OUTPUT="s3://promises/results",
-                           POWERTOOLS_METRICS_NAMESPACE="slimserve")  # fmt: skip
+    handler = load_handler(
+        SLIMSERVE_ARTIFACT=str(write_tiny_artifact(tmp_path / "tiny")),
+        SLIMSERVE_OUTPUT="s3://promises/results",
+        POWERTOOLS_METRICS_NAMESPACE="slimserve",
+    )
     capsys.readouterr()
     assert handler.batch(sqs_event([s3_notification("promises", ["incoming/x.npy"])]), None) == {"batchItemFailures": []}
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]

@@ -36,9 +36,11 @@ NOT_RUNTIME = {
 
 def _source_copy(dest: Path) -> Path:
     """The files a clone has (tracked, or new and not ignored): no .venv, no build outputs."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +62,9 @@ def venv(tmp_path_factory) -> Path:
 
 
 def _installed(venv: Path) -> dict[str, str]:
-    freeze = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, check=True)
+    freeze = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, check=True
+    )
     return {line.split("==")[0].lower().replace("_", "-"): line.split("==")[1] for line in freeze.stdout.split()}
 
 

@@ -9,12 +9,12 @@ import sys
 
 from tests.conftest import ROOT
 
-MISSING = '''
+MISSING = """
 from tests.tools import need
 
 def test_needs_a_tool_that_is_not_here():
     need("frobnicator (node_modules/.bin/frob)", False, "run `npm ci`")
-'''
+"""
 
 
 def run(tmp_path, required: bool) -> subprocess.CompletedProcess:
@@ -30,7 +30,10 @@ def run(tmp_path, required: bool) -> subprocess.CompletedProcess:
 def test_a_missing_tool_fails_under_make_test_and_names_it(tmp_path):
     proc = run(tmp_path, required=True)
     assert proc.returncode == 1 and "1 failed" in proc.stdout
-    assert "required tool missing (SLIMSERVE_TESTS_REQUIRE_TOOLS=1): frobnicator (node_modules/.bin/frob) is missing: run `npm ci`" in proc.stdout
+    assert (
+        "required tool missing (SLIMSERVE_TESTS_REQUIRE_TOOLS=1): frobnicator (node_modules/.bin/frob) is missing: run `npm ci`"
+        in proc.stdout
+    )
 
 
 def test_a_missing_tool_skips_a_developers_partial_run(tmp_path):

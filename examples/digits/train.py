@@ -49,9 +49,7 @@ class TrainResult:
 class DigitsCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Flatten()
-        )
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Flatten())
         self.head = nn.Sequential(nn.Linear(32 * 8 * 8, 256), nn.ReLU(), nn.Linear(256, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,8 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     result = train(args.out, TrainConfig(epochs=args.epochs, seed=args.seed))
     print(
-        f"digits CNN: {result.parameters:,} parameters, test accuracy {result.test_accuracy:.4f}, "
-        f"{result.seconds:.1f} s -> {result.folder}"
+        f"digits CNN: {result.parameters:,} parameters, test accuracy {result.test_accuracy:.4f}, {result.seconds:.1f} s -> {result.folder}"
     )
 
 

@@ -75,8 +75,16 @@ def batch(event: dict, context) -> dict:
     unwrapped = unwrap_sqs(event, runtime.settings.output)
     report = runner().run(unwrapped.records)  # one run over the whole SQS batch: micro-batches span messages
     failed = unwrapped.failures(report)
-    logger.info("batch done", extra={"objects": len(report.outcomes), "failed_messages": failed, "runs": report.runs,
-                                     "test_events": len(unwrapped.acknowledged), "skipped_results": unwrapped.skipped})
+    logger.info(
+        "batch done",
+        extra={
+            "objects": len(report.outcomes),
+            "failed_messages": failed,
+            "runs": report.runs,
+            "test_events": len(unwrapped.acknowledged),
+            "skipped_results": unwrapped.skipped,
+        },
+    )
     metrics.add_metric(name="Succeeded", unit=MetricUnit.Count, value=len(report.succeeded))
     metrics.add_metric(name="Failed", unit=MetricUnit.Count, value=len(report.failed) + len(unwrapped.rejected))
     metrics.add_metric(name="InferenceLatency", unit=MetricUnit.Milliseconds, value=report.inference_s * 1000)

@@ -16,6 +16,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from infra.limits import platform
 from optimizer import bundle_sagemaker
 from optimizer.bundle import pack, probe, reuse, sizes, wheels
 from optimizer.bundle.common import (
@@ -28,7 +29,6 @@ from optimizer.bundle.common import (
     prepare_out,
     tell_artifact,
 )
-from infra.limits import platform
 from optimizer.bundle.requirements import runtime_pins
 from optimizer.bundle.slim import slim
 from optimizer.bundle.wheels import wheel_cache
@@ -54,8 +54,7 @@ def build(artifact: Path, out: Path, opts: Options) -> dict:
         previous = reuse.previous_build(out, ZIP_NAME, inputs_sha256)
         if previous is not None:
             return _reused(out, previous, opts)
-        opts.say(f"installing {len(pins)} wheels for cp{opts.python.replace('.', '')} manylinux {opts.arch}: "
-                 + ", ".join(map(str, pins)))  # fmt: skip
+        opts.say(f"installing {len(pins)} wheels for cp{opts.python.replace('.', '')} manylinux {opts.arch}: " + ", ".join(map(str, pins)))
         wheels.install(pins, site, arch=opts.arch, python=opts.python, cache=wheel_cache(opts.wheel_cache))
         removed = slim(site, sorted(stage.rglob("*.py")))
         part_of = {sizes.contributor(n): "code" for n, _ in pack.files_of(stage)}

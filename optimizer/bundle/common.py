@@ -15,8 +15,8 @@ from optimizer.errors import CliError, SpecError
 from shared.artifact.external_data import external_locations
 from shared.artifact.fetch import FETCH_FROM, PIN, is_remote, manifest_digest, pointer, split_pin
 from shared.artifact.loading import MANIFEST, load_artifact, read_manifest, resolve_inside
-from shared.errors import ArtifactError, RecordError
 from shared.artifact.manifest import Manifest
+from shared.errors import ArtifactError, RecordError
 from shared.serving.text import TEXT
 from shared.storage import parse
 
@@ -74,8 +74,10 @@ def fetch_location(artifact: Path, manifest: Manifest, fetch_from: str | None) -
     if not fetch_from:
         if manifest.delivery == "fetch":
             upload = f"slimserve upload {artifact} s3://BUCKET/PREFIX"
-            raise CliError(f"{artifact} is delivered by fetch (its model does not ride in the bundle): pass --fetch-from "
-                           f"s3://BUCKET/PREFIX (or gs://, azure://), where `{upload}` puts it")
+            raise CliError(
+                f"{artifact} is delivered by fetch (its model does not ride in the bundle): pass --fetch-from "
+                f"s3://BUCKET/PREFIX (or gs://, azure://), where `{upload}` puts it"
+            )
         return None
     prefix, pin = _split(fetch_from)
     digest = manifest_digest(artifact)
@@ -135,7 +137,9 @@ def tell_artifact(record: dict) -> None:
     print(f"slimserve: artifact manifest sha256 {record['manifest_sha256']} (the pin of a copy fetched from object storage)")
     if record.get("fetch_from"):
         where = f"{record['fetch_from']} (artifact/fetch.json)"
-        print(f"slimserve: the function fetches its model at cold start from {where}; upload it there: slimserve upload ARTIFACT_DIR PREFIX")
+        print(
+            f"slimserve: the function fetches its model at cold start from {where}; upload it there: slimserve upload ARTIFACT_DIR PREFIX"
+        )
 
 
 def _copy_package(src: Path, dest: Path, *skip: str) -> None:

@@ -29,8 +29,7 @@ def find_python(version: str) -> Path | None:
     root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     candidates += sorted((root / "versions").glob(f"{version}.*/bin/python{version}"), reverse=True)
     for candidate in candidates:
-        probe = subprocess.run([str(candidate), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                               capture_output=True, text=True)  # fmt: skip
+        probe = subprocess.run([str(candidate), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True)
         if probe.returncode == 0 and probe.stdout.strip() == version:
             return candidate
     return None
@@ -44,8 +43,7 @@ def compile_tree(python: Path, folder: Path, prefix: str) -> None:
     by its reference count, which depends on what the process compiled before, so `-j` workers that get a
     different share of files each run write different bytes; a set constant's order follows the hash seed.
     """
-    cmd = [str(python), "-s", "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
-           "-s", str(folder), "-p", prefix, str(folder)]  # fmt: skip
+    cmd = [str(python), "-s", "-m", "compileall", "-q", "--invalidation-mode", "checked-hash", "-s", str(folder), "-p", prefix, str(folder)]
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -107,9 +105,28 @@ def write_zip(folder: Path, dest: Path, cache: Path | None = None, cacheable=lam
             fh.write(_LOCAL.pack(_LOCAL_SIG, 20, _UTF8, method, _DOS_TIME, _DOS_DATE, crc, len(packed), size, len(encoded), 0))
             fh.write(encoded)
             fh.write(packed)
-            central.append(_CENTRAL.pack(_CENTRAL_SIG, (3 << 8) | 20, 20, _UTF8, method, _DOS_TIME, _DOS_DATE, crc,
-                                         len(packed), size, len(encoded), 0, 0, 0, 0,
-                                         (stat.S_IFREG | mode) << 16, offset) + encoded)  # fmt: skip
+            central.append(
+                _CENTRAL.pack(
+                    _CENTRAL_SIG,
+                    (3 << 8) | 20,
+                    20,
+                    _UTF8,
+                    method,
+                    _DOS_TIME,
+                    _DOS_DATE,
+                    crc,
+                    len(packed),
+                    size,
+                    len(encoded),
+                    0,
+                    0,
+                    0,
+                    0,
+                    (stat.S_IFREG | mode) << 16,
+                    offset,
+                )
+                + encoded
+            )
         start = fh.tell()
         for record in central:
             fh.write(record)

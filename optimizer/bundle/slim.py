@@ -108,8 +108,13 @@ def _trim_dist_info(site: Path) -> list[Removed]:
                 header = path.read_text(encoding="utf-8", errors="replace").split("\n\n", 1)[0]
                 before = path.stat().st_size
                 path.write_text(header + "\n", encoding="utf-8")
-                removed.append(Removed(path.relative_to(site).as_posix() + " (description)", before - path.stat().st_size,
-                                       "long description; importlib.metadata reads the header only"))  # fmt: skip
+                removed.append(
+                    Removed(
+                        path.relative_to(site).as_posix() + " (description)",
+                        before - path.stat().st_size,
+                        "long description; importlib.metadata reads the header only",
+                    )
+                )
             elif not _KEEP_IN_DIST_INFO.match(rel):
                 removed.append(_remove(site, path, "installer records, never read at runtime"))
     return removed

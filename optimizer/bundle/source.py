@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from infra.limits import platform
 from optimizer.bundle import pack, sizes, wheels
 from optimizer.bundle.common import (
     MARKER,
@@ -30,7 +31,6 @@ from optimizer.bundle.common import (
     prepare_out,
     tell_artifact,
 )
-from infra.limits import platform
 from optimizer.bundle.requirements import runtime_pins
 from optimizer.bundle.wheels import wheel_cache
 from optimizer.errors import CliError

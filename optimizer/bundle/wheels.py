@@ -58,8 +58,19 @@ def install(pins: list[Pin], dest: Path, *, arch: str, python: str, cache: Path,
 
 def _install_group(reqs: list[str], dest: Path, *, arch: str, python: str, cache: Path, deps: bool) -> None:
     common = _target_args(arch, python) + ([] if deps else ["--no-deps"])
-    offline = ["install", "--quiet", "--no-compile", "--no-index", "--find-links", str(cache), "--target", str(dest),
-               "--upgrade", *common, *reqs]  # fmt: skip
+    offline = [
+        "install",
+        "--quiet",
+        "--no-compile",
+        "--no-index",
+        "--find-links",
+        str(cache),
+        "--target",
+        str(dest),
+        "--upgrade",
+        *common,
+        *reqs,
+    ]
     if _pip(*offline).returncode == 0:
         return
     fetched = _pip("download", "--quiet", "--dest", str(cache), *common, *reqs)

@@ -130,7 +130,9 @@ def check_external_data(path: Path, folder: Path, listed: set[str]) -> None:
     for location in sorted(locations):
         resolved = (base / location).resolve()
         if location.startswith(("/", "\\")) or not resolved.is_relative_to(root):
-            raise ArtifactError(f"{folder}: {path.name} reads external data from {location!r}, outside the artifact folder; refusing to load")
+            raise ArtifactError(
+                f"{folder}: {path.name} reads external data from {location!r}, outside the artifact folder; refusing to load"
+            )
         if resolved.relative_to(root).as_posix() not in listed:
             raise ArtifactError(
                 f"{folder}: {path.name} reads external data from {location!r}, which the manifest does not list "

@@ -65,7 +65,9 @@ def locations(settings) -> list[str]:
     entries = [a.strip() for a in settings.artifact.split(",") if a.strip()]
     if settings.artifact_sha256:
         if len(entries) != 1 or PIN in entries[0]:
-            raise ArtifactError("SLIMSERVE_ARTIFACT_SHA256 pins one artifact without a pin of its own; pin each entry of SLIMSERVE_ARTIFACT with #sha256=")
+            raise ArtifactError(
+                "SLIMSERVE_ARTIFACT_SHA256 pins one artifact without a pin of its own; pin each entry of SLIMSERVE_ARTIFACT with #sha256="
+            )
         entries = [f"{entries[0]}{PIN}{settings.artifact_sha256.strip().lower()}"]
     return entries
 
@@ -145,7 +147,7 @@ def _fetch_pointed(folder: Path, cache_dir: Path, storage: Storage) -> Path:
         if not isinstance(location, str):
             raise TypeError
     except (OSError, ValueError, TypeError, KeyError):
-        raise ArtifactError(f"{where}: not {{\"location\": \"s3://bucket/prefix#sha256=<hex>\"}}") from None
+        raise ArtifactError(f'{where}: not {{"location": "s3://bucket/prefix#sha256=<hex>"}}') from None
     prefix, pin = split_pin(location)
     if pin is None or not is_remote(prefix):
         raise ArtifactError(f"{where}: {location!r} must be a pinned s3://, gs:// or Azure Blob prefix")
@@ -160,7 +162,9 @@ def private_dir(folder: Path) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     owner = folder.stat().st_uid
     if owner != os.getuid():
-        raise ArtifactError(f"the cache folder {folder} belongs to user {owner}, not to this process's user {os.getuid()}; set SLIMSERVE_CACHE_DIR")
+        raise ArtifactError(
+            f"the cache folder {folder} belongs to user {owner}, not to this process's user {os.getuid()}; set SLIMSERVE_CACHE_DIR"
+        )
 
 
 def _read_local_manifest(folder: Path) -> bytes | None:
@@ -172,7 +176,9 @@ def _read_local_manifest(folder: Path) -> bytes | None:
 
 def _check_pin(where: str, digest: str, pin: str) -> None:
     if digest != pin:
-        raise ArtifactError(f"artifact {where}: {MANIFEST} has sha256 {digest[:12]}..., SLIMSERVE_ARTIFACT pins {pin[:12]}...; refusing to load")
+        raise ArtifactError(
+            f"artifact {where}: {MANIFEST} has sha256 {digest[:12]}..., SLIMSERVE_ARTIFACT pins {pin[:12]}...; refusing to load"
+        )
 
 
 def _absent_ok(manifest: Manifest) -> frozenset[str]:
@@ -206,4 +212,6 @@ def _download(storage: Storage, prefix: str, manifest: Manifest, raw_manifest: b
         except SlimserveError as exc:
             raise ArtifactError(f"artifact {prefix}: {exc.message}") from None
         if digest != entry.sha256:
-            raise ArtifactError(f"artifact {prefix}: sha256 of {name} is {digest[:12]}..., the manifest says {entry.sha256[:12]}...; refusing to load")
+            raise ArtifactError(
+                f"artifact {prefix}: sha256 of {name} is {digest[:12]}..., the manifest says {entry.sha256[:12]}...; refusing to load"
+            )

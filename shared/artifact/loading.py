@@ -56,7 +56,9 @@ def load_artifact(folder: str | Path, absent_ok: frozenset[str] = frozenset()) -
             raise ArtifactError(f"{folder}: {name} is {size} bytes, the manifest says {entry.bytes}; refusing to load")
         actual = sha256_of(path)
         if actual != entry.sha256:
-            raise ArtifactError(f"{folder}: sha256 of {name} is {actual[:12]}..., the manifest says {entry.sha256[:12]}...; refusing to load")
+            raise ArtifactError(
+                f"{folder}: sha256 of {name} is {actual[:12]}..., the manifest says {entry.sha256[:12]}...; refusing to load"
+            )
     # A verified model may still point its weights at a file nobody verified (ONNX external data). Every
     # file onnxruntime will load is scanned, whatever its suffix; compressed ones when inflated (inflate.py).
     root = folder.resolve()

@@ -10,8 +10,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shared.protocol.datatypes import OIP_TO_NUMPY
 from shared.errors import ArtifactError
+from shared.protocol.datatypes import OIP_TO_NUMPY
 
 SCHEMA_VERSION = 1
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -84,7 +84,7 @@ class Manifest:
         return out
 
     @classmethod
-    def from_dict(cls, raw: Any) -> "Manifest":
+    def from_dict(cls, raw: Any) -> Manifest:
         if not isinstance(raw, dict):
             raise ArtifactError("manifest: expected a JSON object")
         schema = raw.get("schema_version")

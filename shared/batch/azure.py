@@ -48,7 +48,9 @@ def azure_blob(blob, output: str, max_bytes: int) -> Record | None:
         return None
     key = blob.name.partition("/")[2]
     if blob.length is not None and blob.length > max_bytes:
-        return Record.refused(key, f"{key[:200]!r} is {blob.length:,} bytes, over SLIMSERVE_BATCH_MAX_OBJECT_BYTES={max_bytes:,}", id=uri, too_large=True)
+        return Record.refused(
+            key, f"{key[:200]!r} is {blob.length:,} bytes, over SLIMSERVE_BATCH_MAX_OBJECT_BYTES={max_bytes:,}", id=uri, too_large=True
+        )
     return Record.inline(key, blob.read(max_bytes + 1), id=uri)
 
 

@@ -29,9 +29,10 @@ import hashlib
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -81,8 +82,11 @@ class Tally:
         return self.has_result + self.results + self.folders + self.older
 
     def summary(self, dry_run: bool = False) -> str:
-        why = [f"{n} {what}" for n, what in ((self.has_result, "with a result"), (self.results, "results"),
-                                              (self.folders, "folders"), (self.older, "older")) if n]  # fmt: skip
+        why = [
+            f"{n} {what}"
+            for n, what in ((self.has_result, "with a result"), (self.results, "results"), (self.folders, "folders"), (self.older, "older"))
+            if n
+        ]
         skipped = f"skipped {self.skipped:,}" + (f" ({', '.join(why)})" if why else "")
         if dry_run:
             return f"listed {self.listed:,}, {skipped}, would enqueue {self.to_send:,} (dry run)"
@@ -113,10 +117,23 @@ def _digest(uri: str) -> bytes:
 
 
 class Backfill:
-    def __init__(self, storage: Storage, sink: Sink, source: str, *, output: str, output_format: str = "json",
-                 since: datetime | None = None, limit: int | None = None, concurrency: int = 8, retries: int = 5,
-                 backoff_s: float = 0.2, backoff_cap_s: float = 10.0, sleep: Callable[[float], None] = time.sleep,
-                 progress: Callable[[Tally], None] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        storage: Storage,
+        sink: Sink,
+        source: str,
+        *,
+        output: str,
+        output_format: str = "json",
+        since: datetime | None = None,
+        limit: int | None = None,
+        concurrency: int = 8,
+        retries: int = 5,
+        backoff_s: float = 0.2,
+        backoff_cap_s: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+        progress: Callable[[Tally], None] | None = None,
+    ):
         if not output:
             raise RecordError("no output prefix (SLIMSERVE_OUTPUT or --output): cannot tell which objects already have a result")
         if output_format not in keys.OUTPUT_FORMATS:

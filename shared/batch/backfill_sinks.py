@@ -21,7 +21,7 @@ import json
 import re
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote_plus
 
 from shared.batch.backfill import Failure
@@ -32,8 +32,16 @@ CONFIGURATION_ID = "slimserve-backfill"  # in every notification, so a message s
 GCS_FINALIZED = "google.cloud.storage.object.v1.finalized"
 _SQS_REGION = re.compile(r"https://sqs\.([a-z0-9-]+)\.amazonaws\.com/")
 # Codes that say the queue or its permissions are wrong: every retry would fail the same way.
-_SQS_FATAL = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "AccessDenied", "AccessDeniedException",
-              "InvalidAddress", "InvalidClientTokenId", "UnrecognizedClientException", "KMS.AccessDeniedException"}  # fmt: skip
+_SQS_FATAL = {
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "AccessDenied",
+    "AccessDeniedException",
+    "InvalidAddress",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "KMS.AccessDeniedException",
+}
 
 
 def describe(exc: BaseException) -> str:
@@ -49,20 +57,33 @@ def describe(exc: BaseException) -> str:
 
 def s3_notification(bucket: str, key: str, size: int, etag: str = "", region: str = "", when: datetime | None = None) -> dict:
     """An S3 `ObjectCreated:Put` event notification for one object, as S3 sends it to SQS."""
-    when = when or datetime.now(timezone.utc)
-    return {"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": region or "us-east-1",
-        "eventTime": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
-        "eventName": "ObjectCreated:Put", "userIdentity": {"principalId": CONFIGURATION_ID},
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"}, "responseElements": {},
-        "s3": {
-            "s3SchemaVersion": "1.0", "configurationId": CONFIGURATION_ID,
-            "bucket": {"name": bucket, "ownerIdentity": {"principalId": CONFIGURATION_ID}, "arn": f"arn:aws:s3:::{bucket}"},
-            # S3 URL-encodes keys in notifications, spaces as '+'; unwrap_sqs undoes exactly that.
-            "object": {"key": quote_plus(key, safe="/"), "size": size, **({"eTag": etag} if etag else {}),
-                       "sequencer": f"{int(when.timestamp() * 1e6):016X}"},
-        },
-    }]}  # fmt: skip
+    when = when or datetime.now(UTC)
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": region or "us-east-1",
+                "eventTime": when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z",
+                "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": CONFIGURATION_ID},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": CONFIGURATION_ID,
+                    "bucket": {"name": bucket, "ownerIdentity": {"principalId": CONFIGURATION_ID}, "arn": f"arn:aws:s3:::{bucket}"},
+                    # S3 URL-encodes keys in notifications, spaces as '+'; unwrap_sqs undoes exactly that.
+                    "object": {
+                        "key": quote_plus(key, safe="/"),
+                        "size": size,
+                        **({"eTag": etag} if etag else {}),
+                        "sequencer": f"{int(when.timestamp() * 1e6):016X}",
+                    },
+                },
+            }
+        ]
+    }
 
 
 class SqsSink:
@@ -105,8 +126,10 @@ class SqsSink:
             if code in _SQS_FATAL:
                 raise QueueError(f"queue {self.queue_url} refused: {code}") from None
             raise
-        return [Failure(items[int(f["Id"])], f"{f.get('Code', '')}: {f.get('Message', '')}".strip(": "), not f.get("SenderFault", False))
-                for f in response.get("Failed", [])]  # fmt: skip
+        return [
+            Failure(items[int(f["Id"])], f"{f.get('Code', '')}: {f.get('Message', '')}".strip(": "), not f.get("SenderFault", False))
+            for f in response.get("Failed", [])
+        ]
 
 
 class AzureQueueSink:
@@ -163,13 +186,26 @@ class CloudEventSink:
 
     def request(self, item: Listed) -> urllib.request.Request:
         obj = parse(item.uri)
-        when = (item.modified or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        when = (item.modified or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         event_id = "backfill-" + hashlib.sha256(item.uri.encode()).hexdigest()[:32]
-        body = {"kind": "storage#object", "bucket": obj.container, "name": obj.key, "size": str(item.size),
-                "id": f"{obj.container}/{obj.key}", "timeCreated": when, "updated": when}  # fmt: skip
-        headers = {"content-type": "application/json", "ce-specversion": "1.0", "ce-type": GCS_FINALIZED, "ce-id": event_id,
-                   "ce-source": f"//storage.googleapis.com/projects/_/buckets/{obj.container}",
-                   "ce-subject": f"objects/{obj.key}", "ce-time": when}  # fmt: skip
+        body = {
+            "kind": "storage#object",
+            "bucket": obj.container,
+            "name": obj.key,
+            "size": str(item.size),
+            "id": f"{obj.container}/{obj.key}",
+            "timeCreated": when,
+            "updated": when,
+        }
+        headers = {
+            "content-type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-type": GCS_FINALIZED,
+            "ce-id": event_id,
+            "ce-source": f"//storage.googleapis.com/projects/_/buckets/{obj.container}",
+            "ce-subject": f"objects/{obj.key}",
+            "ce-time": when,
+        }
         if self.bearer:
             headers["authorization"] = f"Bearer {self.bearer}"
         return urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
@@ -182,7 +218,9 @@ class CloudEventSink:
                     response.read(1 << 16)
             except urllib.error.HTTPError as exc:
                 if exc.code in (401, 403, 404, 405):  # the wrong URL or no right to call it: every event would fail
-                    raise QueueError(f"{self.url} answered {exc.code}: is it the storage-event function's URL, and the token valid?") from None
+                    raise QueueError(
+                        f"{self.url} answered {exc.code}: is it the storage-event function's URL, and the token valid?"
+                    ) from None
                 # 5xx: the function failed (storage, an endpoint down) and Eventarc would redeliver; retry.
                 failures.append(Failure(item, f"the function answered {exc.code}", exc.code >= 500 or exc.code == 429))
             except (OSError, urllib.error.URLError) as exc:

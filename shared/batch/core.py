@@ -31,8 +31,8 @@ import collections
 import concurrent.futures as cf
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 
@@ -62,15 +62,15 @@ class Record:
     too_large: bool = False  # the refusal is its size (413), not what it names (400)
 
     @classmethod
-    def from_uri(cls, uri: str, id: str | None = None, model: str | None = None) -> "Record":
+    def from_uri(cls, uri: str, id: str | None = None, model: str | None = None) -> Record:
         return cls(uri, None, id, model)
 
     @classmethod
-    def inline(cls, name: str, data: bytes, id: str | None = None, model: str | None = None) -> "Record":
+    def inline(cls, name: str, data: bytes, id: str | None = None, model: str | None = None) -> Record:
         return cls(name, data, id, model)
 
     @classmethod
-    def refused(cls, key: str, reason: str, id: str | None = None, too_large: bool = False) -> "Record":
+    def refused(cls, key: str, reason: str, id: str | None = None, too_large: bool = False) -> Record:
         return cls(key, None, id, refusal=reason, too_large=too_large)
 
     @property
@@ -138,7 +138,7 @@ class BatchRunner:
     def __init__(self, plane: DataPlane, settings: Settings, storage: Storage):
         if not settings.output:
             raise ValueError("SLIMSERVE_OUTPUT is not set: batch results need a prefix to go to")
-        if settings.batch_output_format not in formats.OUTPUT_FORMATS:
+        if settings.batch_output_format not in keys.OUTPUT_FORMATS:
             raise ValueError(f"SLIMSERVE_BATCH_OUTPUT_FORMAT={settings.batch_output_format!r} must be json or npz")
         parse(settings.output.rstrip("/") + "/x")  # a bad prefix fails at cold start, not per record
         self.plane = plane
@@ -225,7 +225,10 @@ class BatchRunner:
                 return only
             parts = record.relative_key.split("/")
             if len(parts) < 2:
-                raise RecordError(f"{record.key!r}: several models are served; name one with SLIMSERVE_BATCH_MODEL or put the input under a folder named after it")
+                raise RecordError(
+                    f"{record.key!r}: several models are served; name one with SLIMSERVE_BATCH_MODEL "
+                    "or put the input under a folder named after it"
+                )
             wanted = parts[-2]
         name, _, version = wanted.partition("/")
         try:
@@ -293,7 +296,7 @@ class BatchRunner:
             response = self.plane.respond(item.model, item.request, results, parameters)
             body = formats.encode(fmt, response, item.record.key)
             uri = self.output_uri(item.record)
-            self.storage.write(uri, body, formats.OUTPUT_FORMATS[fmt][0])
+            self.storage.write(uri, body, keys.OUTPUT_FORMATS[fmt][0])
         except Exception as exc:
             return item.index, self._failure(item.record, exc)
         return item.index, Outcome(item.record, output=uri)

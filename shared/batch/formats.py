@@ -20,7 +20,6 @@ import zipfile
 
 import numpy as np
 
-from shared.batch.keys import OUTPUT_FORMATS
 from shared.errors import RecordError
 from shared.protocol import codec, jsontext
 from shared.protocol.codec import InferenceRequest, InferenceResponse
@@ -55,7 +54,9 @@ def decode(name: str, data: bytes, model: ServedModel, plane: DataPlane, limits:
     if fmt == ".jsonl":
         value = _texts(name, data, model, limits)
     else:
-        value = read_npy(data, limits, name, check=lambda _, datatype, shape: signature.check_input(model.manifest, spec.name, datatype, shape))
+        value = read_npy(
+            data, limits, name, check=lambda _, datatype, shape: signature.check_input(model.manifest, spec.name, datatype, shape)
+        )
     return plane.from_arrays(model, {spec.name: value}, limits)
 
 
@@ -111,7 +112,9 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, value in arrays.items():
             if value.dtype == object:  # BYTES: saved as str, so readers need no pickle
-                value = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in value.reshape(-1)]).reshape(value.shape)
+                value = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in value.reshape(-1)]).reshape(
+                    value.shape
+                )
             entry = io.BytesIO()
             np.lib.format.write_array(entry, np.asanyarray(value), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)

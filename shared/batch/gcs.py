@@ -8,7 +8,7 @@ Eventarc delivers only objects of the bucket the trigger watches, so the URI is 
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 from shared.batch.core import Record
 from shared.batch.trigger import skip

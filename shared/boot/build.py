@@ -66,7 +66,9 @@ def start(default_folder: Path | str, settings: Settings | None = None, *, sagem
     return Runtime(settings, storage, plane, app)
 
 
-def build_app(default_folder: Path | str, settings: Settings | None = None, *, sagemaker_runtime: bool = False, **overrides) -> InferenceApp:
+def build_app(
+    default_folder: Path | str, settings: Settings | None = None, *, sagemaker_runtime: bool = False, **overrides
+) -> InferenceApp:
     return start(default_folder, settings, sagemaker_runtime=sagemaker_runtime, **overrides).app
 
 

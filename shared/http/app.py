@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
@@ -198,7 +198,10 @@ class InferenceApp:
     def _model_config(self, request: Request, name: str, version: str | None = None) -> Response:
         # tritonclient's get_model_config expects Triton's config shape; answer with what maps.
         meta = self.plane.model_metadata(name, version)
-        tensor = lambda t: {"name": t["name"], "data_type": "TYPE_" + t["datatype"].replace("BYTES", "STRING"), "dims": t["shape"]}
+
+        def tensor(t: dict) -> dict:
+            return {"name": t["name"], "data_type": "TYPE_" + t["datatype"].replace("BYTES", "STRING"), "dims": t["shape"]}
+
         return json_response(
             {
                 "name": meta["name"],

@@ -28,7 +28,7 @@ class ApiKeys:
         self._keys = [k.encode("utf-8") for k in keys]
 
     @classmethod
-    def from_settings(cls, settings) -> "ApiKeys | None":
+    def from_settings(cls, settings) -> ApiKeys | None:
         """The keys of SLIMSERVE_API_KEY or SLIMSERVE_API_KEY_FILE (not both), or None: no authentication."""
         if settings.api_key and settings.api_key_file:
             raise ValueError("set SLIMSERVE_API_KEY or SLIMSERVE_API_KEY_FILE, not both")

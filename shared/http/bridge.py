@@ -4,7 +4,7 @@ werkzeug's public EnvironBuilder and Response.from_app: the one place this runti
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from werkzeug.test import EnvironBuilder

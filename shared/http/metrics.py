@@ -110,9 +110,15 @@ def render(snapshots: list[dict]) -> str:
     for (_, _, code), value in requests.items():
         if code >= "400":
             errors[code] = errors.get(code, 0) + value
-    lines = ["# HELP slimserve_requests_total Requests answered, by model, version and HTTP status.", "# TYPE slimserve_requests_total counter"]
+    lines = [
+        "# HELP slimserve_requests_total Requests answered, by model, version and HTTP status.",
+        "# TYPE slimserve_requests_total counter",
+    ]
     lines += [f"slimserve_requests_total{_labels(model=m, version=v, code=c)} {n}" for (m, v, c), n in sorted(requests.items())]
-    lines += ["# HELP slimserve_errors_total Requests answered with a 4xx or 5xx status, by status.", "# TYPE slimserve_errors_total counter"]
+    lines += [
+        "# HELP slimserve_errors_total Requests answered with a 4xx or 5xx status, by status.",
+        "# TYPE slimserve_errors_total counter",
+    ]
     lines += [f"slimserve_errors_total{_labels(code=c)} {n}" for c, n in sorted(errors.items())]
     lines += _histogram("slimserve_request_duration_seconds", "Seconds from request to response.", latency, LATENCY_BUCKETS)
     lines += _histogram("slimserve_batch_size", "Rows per onnxruntime run of the dynamic batcher.", batch, BATCH_BUCKETS)
@@ -132,5 +138,8 @@ def _histogram(name: str, help_text: str, table: dict, buckets: tuple) -> list[s
 
 
 def _labels(**labels: str) -> str:
-    escaped = (f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), chr(92) + "n")}"' for k, v in labels.items())
+    escaped = (
+        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), chr(92) + "n")}"'
+        for k, v in labels.items()
+    )
     return "{" + ",".join(escaped) + "}"

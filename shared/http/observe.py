@@ -53,12 +53,30 @@ class Observer:
         self.metrics.observe_request(model, version, status, seconds)
         if access_log.isEnabledFor(logging.INFO):
             # JSON escapes whatever the client put in the path, so it cannot forge a line; it is only cut short.
-            fields = {"request_id": rid, "method": method, "path": path[:200], "status": status, "model": model, "version": version,
-                      "duration_ms": round(seconds * 1000, 3), "pid": os.getpid()}  # pid: which worker answered
+            fields = {
+                "request_id": rid,
+                "method": method,
+                "path": path[:200],
+                "status": status,
+                "model": model,
+                "version": version,
+                "duration_ms": round(seconds * 1000, 3),
+                "pid": os.getpid(),
+            }  # pid: which worker answered
             if self.direct_fd is None:
                 # The fields ride along for JSON logs; the message reads on its own in text logs, the path escaped
                 # (ascii()) so a client cannot start a log line of its own.
-                access_log.info("%s %s %d %s/%s %.3f ms id=%s", method, ascii(fields["path"])[1:-1], status, model or "-", version or "-", fields["duration_ms"], rid, extra=fields)
+                access_log.info(
+                    "%s %s %d %s/%s %.3f ms id=%s",
+                    method,
+                    ascii(fields["path"])[1:-1],
+                    status,
+                    model or "-",
+                    version or "-",
+                    fields["duration_ms"],
+                    rid,
+                    extra=fields,
+                )
                 return
             now = time.time()
             line = {"time": _timestamp(now), "level": "INFO", "logger": access_log.name, "message": "request", **fields}

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from werkzeug.routing import Rule
@@ -34,8 +35,7 @@ from shared.artifact.manifest import TensorSpec
 from shared.errors import InferenceFailed, LimitExceeded, MalformedRequest, NotFound
 from shared.http.observe import MODEL_KEY
 from shared.protocol import jsontext
-from shared.protocol.codec import json_floats
-from shared.protocol.codec import RequestedOutput
+from shared.protocol.codec import RequestedOutput, json_floats
 from shared.protocol.limits import Limits
 from shared.serving.dataplane import DataPlane
 from shared.serving.interface import ServedModel
@@ -80,7 +80,7 @@ class EmbeddingRequest:
     dimensions: int | None = None
 
     @classmethod
-    def parse(cls, body: bytes, limits: Limits) -> "EmbeddingRequest":
+    def parse(cls, body: bytes, limits: Limits) -> EmbeddingRequest:
         doc = jsontext.loads_object(body, limits.max_json_depth)
         model = doc.get("model")
         if not isinstance(model, str) or not model:

@@ -38,6 +38,7 @@ OCTET = "application/octet-stream"
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
+
 def rules() -> list[Rule]:
     # Fresh Rule objects per app: werkzeug binds a Rule to one Map only.
     return [
@@ -58,7 +59,7 @@ class Invocation:
     header_length: str | None = None  # Inference-Header-Content-Length, when it came as a header
 
     @classmethod
-    def from_request(cls, request: Request, body: bytes) -> "Invocation":
+    def from_request(cls, request: Request, body: bytes) -> Invocation:
         return cls(
             body=body,
             content_type=request.headers.get("Content-Type", ""),
@@ -127,7 +128,9 @@ def _npy_request(plane: DataPlane, model: ServedModel, body: bytes) -> Inference
         raise InvalidTensor(f"model {model.name!r} has {len(model.manifest.inputs)} inputs; {NPY} carries one, send OIP v2 JSON")
     name = model.manifest.inputs[0].name
     # The header is checked against the limits and the signature before the data is read.
-    array = read_npy(body, plane.limits, "body", check=lambda _, datatype, shape: signature.check_input(model.manifest, name, datatype, shape))
+    array = read_npy(
+        body, plane.limits, "body", check=lambda _, datatype, shape: signature.check_input(model.manifest, name, datatype, shape)
+    )
     return plane.from_arrays(model, {name: array})
 
 

@@ -19,9 +19,9 @@ import logging
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Callable
 
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
@@ -41,12 +41,14 @@ MAX_ASYNC_INPUT_BYTES = 1 << 30  # SageMaker's own limit for an asynchronous inp
 
 
 def aws_error(code: str, status: int, message: str, **members) -> Response:
-    return Response(json.dumps({"message": message, **members}), status=status, mimetype="application/json", headers={"x-amzn-ErrorType": code})
+    return Response(
+        json.dumps({"message": message, **members}), status=status, mimetype="application/json", headers={"x-amzn-ErrorType": code}
+    )
 
 
 def model_error(status: int, body: bytes | str) -> Response:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    message = f"Received {'client' if status < 500 else 'server'} error ({status}) from primary with message \"{text}\"."
+    message = f'Received {"client" if status < 500 else "server"} error ({status}) from primary with message "{text}".'
     return aws_error("ModelError", 424, message, OriginalStatusCode=status, OriginalMessage=text, LogStreamArn="")
 
 
@@ -92,10 +94,16 @@ class RuntimeStandIn:
             return refused
         bucket, prefix = self.settings.async_bucket, self.settings.async_prefix
         if not bucket:
-            return aws_error("ValidationError", 400, f"Endpoint {endpoint_name} is not configured for asynchronous inference (SLIMSERVE_ASYNC_BUCKET).")
+            return aws_error(
+                "ValidationError", 400, f"Endpoint {endpoint_name} is not configured for asynchronous inference (SLIMSERVE_ASYNC_BUCKET)."
+            )
         input_location = request.headers.get("X-Amzn-SageMaker-InputLocation", "")
         allowed = f"s3://{bucket}/{prefix}"
-        if not input_location.startswith(allowed) or not re.fullmatch(r"s3://[^/]+/[^\x00-\x1f]+", input_location) or "/../" in input_location:
+        if (
+            not input_location.startswith(allowed)
+            or not re.fullmatch(r"s3://[^/]+/[^\x00-\x1f]+", input_location)
+            or "/../" in input_location
+        ):
             return aws_error("ValidationError", 400, f"InputLocation must be an object under {allowed}.")
         if not self._slots.acquire(blocking=False):
             return aws_error("ThrottlingException", 429, "Too many asynchronous requests are in progress; retry later.")

@@ -17,7 +17,9 @@ def deserialize_bytes(raw: memoryview | bytes, count: int, name: str = "", max_s
     # Every element costs at least its 4-byte length prefix: a count the bytes cannot hold is refused
     # before the object array it would size is allocated.
     if count * 4 > len(raw):
-        raise InvalidTensor(f"input {name!r}: BYTES data ends after {len(raw) // 4:,} of {count:,} elements at most (each needs a 4-byte length)")
+        raise InvalidTensor(
+            f"input {name!r}: BYTES data ends after {len(raw) // 4:,} of {count:,} elements at most (each needs a 4-byte length)"
+        )
     out = np.empty(count, dtype=object)
     pos = 0
     for i in range(count):

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from shared.protocol.datatypes import numpy_dtype, oip_datatype
 from shared.errors import InvalidTensor, LimitExceeded, MalformedRequest
 from shared.protocol import jsontext
 from shared.protocol.bytes_tensor import deserialize_bytes, serialize_bytes
+from shared.protocol.datatypes import numpy_dtype, oip_datatype
 from shared.protocol.limits import Limits
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -101,9 +101,7 @@ def decode_request(body: bytes, header_length: str | None, check_input, limits: 
             if not _is_int(size) or size < 0:
                 raise MalformedRequest(f"input {name!r}: binary_data_size must be a non-negative integer")
             if offset + size > len(binary):
-                raise MalformedRequest(
-                    f"input {name!r}: binary_data_size {size} runs past the {len(binary)} bytes of binary data"
-                )
+                raise MalformedRequest(f"input {name!r}: binary_data_size {size} runs past the {len(binary)} bytes of binary data")
             inputs[name] = _from_binary(name, datatype, shape, binary[offset : offset + size], limits.max_string_bytes)
             offset += size
         elif "data" in raw:
@@ -152,9 +150,7 @@ def _from_binary(name: str, datatype: str, shape: list[int], raw: memoryview, ma
         return deserialize_bytes(raw, count, name, max_string_bytes).reshape(shape)
     dtype = numpy_dtype(datatype)
     if len(raw) != count * dtype.itemsize:
-        raise InvalidTensor(
-            f"input {name!r}: shape {shape} of {datatype} needs {count * dtype.itemsize} bytes, got {len(raw)}"
-        )
+        raise InvalidTensor(f"input {name!r}: shape {shape} of {datatype} needs {count * dtype.itemsize} bytes, got {len(raw)}")
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
@@ -234,7 +230,10 @@ def _flatten_strings(name: str, data: list, max_string_bytes: int | None = None)
                 except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but no text
                     raise InvalidTensor(f"input {name!r}: BYTES 'data' holds a string that is not valid Unicode") from None
                 if max_string_bytes is not None and len(flat[-1]) > max_string_bytes:
-                    raise LimitExceeded(f"tensor {name!r} has a BYTES element of {len(flat[-1]):,} bytes, over SLIMSERVE_MAX_STRING_BYTES={max_string_bytes:,}")
+                    raise LimitExceeded(
+                        f"tensor {name!r} has a BYTES element of {len(flat[-1]):,} bytes, "
+                        f"over SLIMSERVE_MAX_STRING_BYTES={max_string_bytes:,}"
+                    )
             else:
                 raise InvalidTensor(f"input {name!r}: BYTES 'data' must hold strings")
         else:

@@ -39,7 +39,7 @@ class Limits:
     elements_setting: str = "SLIMSERVE_MAX_ELEMENTS"
 
     @classmethod
-    def from_settings(cls, settings) -> "Limits":
+    def from_settings(cls, settings) -> Limits:
         return cls(
             max_elements=settings.max_elements,
             max_request_batch=settings.max_request_batch,
@@ -49,10 +49,14 @@ class Limits:
         )
 
     @classmethod
-    def for_batch(cls, settings) -> "Limits":
+    def for_batch(cls, settings) -> Limits:
         """Batch inputs are files: larger, and of any length (they run in chunks of rows); the rest as HTTP."""
-        return replace(cls.from_settings(settings), max_elements=settings.batch_max_elements, max_request_batch=2**62,
-                       elements_setting="SLIMSERVE_BATCH_MAX_ELEMENTS")
+        return replace(
+            cls.from_settings(settings),
+            max_elements=settings.batch_max_elements,
+            max_request_batch=2**62,
+            elements_setting="SLIMSERVE_BATCH_MAX_ELEMENTS",
+        )
 
     def check_json_depth(self, raw: bytes) -> None:
         jsontext.check_depth(raw, self.max_json_depth)
@@ -70,7 +74,9 @@ class Limits:
             raise LimitExceeded(f"tensor {name!r} has {count:,} elements, over {self.elements_setting}={self.max_elements:,}")
         total = elements_so_far + count
         if total > self.max_elements:
-            raise LimitExceeded(f"tensor {name!r} brings the request to {total:,} elements, over {self.elements_setting}={self.max_elements:,}")
+            raise LimitExceeded(
+                f"tensor {name!r} brings the request to {total:,} elements, over {self.elements_setting}={self.max_elements:,}"
+            )
         return total
 
     def check_tensors(self, inputs: dict[str, np.ndarray]) -> None:
@@ -81,7 +87,9 @@ class Limits:
 
     def check_string(self, name: str, length: int) -> None:
         if length > self.max_string_bytes:
-            raise LimitExceeded(f"tensor {name!r} has a BYTES element of {length:,} bytes, over SLIMSERVE_MAX_STRING_BYTES={self.max_string_bytes:,}")
+            raise LimitExceeded(
+                f"tensor {name!r} has a BYTES element of {length:,} bytes, over SLIMSERVE_MAX_STRING_BYTES={self.max_string_bytes:,}"
+            )
 
 
 def nan_policy(setting: str, extra: dict, model_name: str) -> str:
@@ -96,4 +104,7 @@ def nan_policy(setting: str, extra: dict, model_name: str) -> str:
 def reject_non_finite(model_name: str, inputs: dict[str, np.ndarray]) -> None:
     for name, value in inputs.items():
         if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise InvalidTensor(f"input {name!r} holds NaN or Inf, which model {model_name!r} rejects (nan_policy reject: SLIMSERVE_NAN_POLICY or the manifest's extra.nan_policy)")
+            raise InvalidTensor(
+                f"input {name!r} holds NaN or Inf, which model {model_name!r} rejects "
+                "(nan_policy reject: SLIMSERVE_NAN_POLICY or the manifest's extra.nan_policy)"
+            )

@@ -25,7 +25,7 @@ import lzma
 import struct
 import zipfile
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from numpy.lib import format as npformat
@@ -141,7 +141,10 @@ def _needed(dtype: np.dtype, shape: tuple[int, ...]) -> int:
 
 def _check_weight(weight: int, limits: Limits, name: str) -> None:
     if weight > limits.max_elements * _BYTES_PER_ELEMENT:
-        raise LimitExceeded(f"{name}: its arrays take {weight:,} bytes, over {_BYTES_PER_ELEMENT} bytes for each of {limits.elements_setting}={limits.max_elements:,}")
+        raise LimitExceeded(
+            f"{name}: its arrays take {weight:,} bytes, "
+            f"over {_BYTES_PER_ELEMENT} bytes for each of {limits.elements_setting}={limits.max_elements:,}"
+        )
 
 
 def _body(stream, dtype: np.dtype, shape: tuple[int, ...], fortran: bool, available: int, limits: Limits, name: str) -> np.ndarray:

@@ -65,7 +65,9 @@ class AsyncInvoker:
             return 200, body, {"Content-Type": "application/octet-stream", HEADER_LENGTH: header_length}
         failure = self._get(_s3_uri(pointer["failure_location"])) if pointer.get("failure_location") else None
         if failure is not None:
-            raise InferenceFailed(f"asynchronous inference {inference_id} failed on the endpoint: {failure[0][:300].decode('utf-8', 'replace')}")
+            raise InferenceFailed(
+                f"asynchronous inference {inference_id} failed on the endpoint: {failure[0][:300].decode('utf-8', 'replace')}"
+            )
         doc = {"id": inference_id, "status": "pending", "model_name": model}
         return 202, json.dumps(doc).encode(), {"Content-Type": "application/json", "Retry-After": "1"}
 

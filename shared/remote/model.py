@@ -19,8 +19,8 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -50,11 +50,15 @@ class RetryPolicy:
     backoff_cap_s: float
 
     @classmethod
-    def from_settings(cls, s: Settings) -> "RetryPolicy":
+    def from_settings(cls, s: Settings) -> RetryPolicy:
         policy = cls(
-            s.endpoint_connect_timeout_s, s.endpoint_read_timeout_s, s.endpoint_deadline_s,
-            s.endpoint_retries, s.endpoint_backoff_s, s.endpoint_backoff_cap_s,
-        )  # fmt: skip
+            s.endpoint_connect_timeout_s,
+            s.endpoint_read_timeout_s,
+            s.endpoint_deadline_s,
+            s.endpoint_retries,
+            s.endpoint_backoff_s,
+            s.endpoint_backoff_cap_s,
+        )
         if policy.attempt_s > policy.deadline_s:
             raise ArtifactError(
                 f"SLIMSERVE_ENDPOINT_DEADLINE_S={policy.deadline_s} cannot hold one attempt "
@@ -195,7 +199,13 @@ class RemoteModel(Described):
 
     def _degrade(self, inputs: dict[str, np.ndarray], reason: str) -> tuple[dict[str, np.ndarray], dict]:
         if self.fallback is not None:
-            log.warning("model %s: endpoint %s unavailable (%s); answering degraded from %s", self.name, self.transport.name, reason, self.fallback.manifest.model_file)
+            log.warning(
+                "model %s: endpoint %s unavailable (%s); answering degraded from %s",
+                self.name,
+                self.transport.name,
+                reason,
+                self.fallback.manifest.model_file,
+            )
             self.stats.add("degraded")
             return self.fallback.predict(inputs), dict(DEGRADED)
         self.stats.add("unavailable")
@@ -209,7 +219,11 @@ class RemoteModel(Described):
     def _defer(self, body: bytes, header_length: int, may_defer: bool):
         if self.deferrer is None or not may_defer:
             # Batch never defers: nothing would poll the job, and every redelivery would submit another.
-            how = "set SLIMSERVE_ASYNC_BUCKET for the asynchronous path" if may_defer else "batch runs synchronously: lower SLIMSERVE_BATCH_MAX_SIZE"
+            how = (
+                "set SLIMSERVE_ASYNC_BUCKET for the asynchronous path"
+                if may_defer
+                else "batch runs synchronously: lower SLIMSERVE_BATCH_MAX_SIZE"
+            )
             raise PayloadTooLarge(
                 f"the request is {len(body)} bytes as binary tensors, over the endpoint's synchronous limit of "
                 f"{self.max_sync_bytes} (SLIMSERVE_ENDPOINT_MAX_SYNC_BYTES); {how}"

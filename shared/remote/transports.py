@@ -17,15 +17,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from shared.protocol.codec import HEADER_LENGTH, binary_content_type, header_length_from_content_type
 from shared.config import Settings
 from shared.errors import ArtifactError, MalformedRequest
+from shared.protocol.codec import HEADER_LENGTH, binary_content_type, header_length_from_content_type
 
 MAX_REPLY_BYTES = 256 << 20  # an answer larger than this is no answer of ours: refused, not held in memory
 _THROTTLING = {"ThrottlingException", "Throttling", "TooManyRequestsException", "ModelNotReadyException"}
@@ -185,7 +184,7 @@ class HttpTransport:
         try:
             try:
                 conn.connect()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 raise EndpointFailure(f"endpoint did not accept a connection within {self.connect_timeout_s}s", kind="down") from None
             conn.sock.settimeout(self.read_timeout_s)
             conn.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers)
@@ -193,7 +192,7 @@ class HttpTransport:
             data = response.read(MAX_REPLY_BYTES + 1)
             if len(data) > MAX_REPLY_BYTES:
                 raise EndpointFailure(f"endpoint answered more than {MAX_REPLY_BYTES:,} bytes", kind="protocol")
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise EndpointFailure(f"endpoint did not answer within {self.read_timeout_s}s", kind="timeout") from None
         except (OSError, http.client.HTTPException) as exc:
             raise EndpointFailure(f"endpoint unreachable: {type(exc).__name__}: {exc}", kind="down") from None

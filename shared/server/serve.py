@@ -25,7 +25,6 @@ from shared.artifact.fetch import PIN, is_remote, localize, locations, manifest_
 from shared.artifact.loading import load_artifact, read_manifest
 from shared.boot.build import configure_logging, start
 from shared.config import Settings
-from shared.errors import ArtifactError
 from shared.http.app import InferenceApp
 from shared.http.auth import ApiKeys
 from shared.http.metrics import Metrics
@@ -120,7 +119,9 @@ def serve(folders: list[str], host: str = "127.0.0.1", port: int = 8080, *, sage
         "accesslog": None,  # the app writes one access line per request itself (shared/http/observe.py)
         "control_socket_disable": True,  # gunicorn's control socket is one path shared by every gunicorn of a user
         "proc_name": "slimserve",
-        "when_ready": lambda arbiter: print(f"slimserve: serving {', '.join(folders)} on {where} with {settings.workers} workers", flush=True),
+        "when_ready": lambda arbiter: print(
+            f"slimserve: serving {', '.join(folders)} on {where} with {settings.workers} workers", flush=True
+        ),
     }
     try:
         _Arbiter(make_app, options).run()

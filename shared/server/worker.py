@@ -127,7 +127,7 @@ class WaitressWorker(Worker):
         """Close connections whose request has been arriving for longer than request_timeout_s."""
         seen = {}
         for listener in [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]:
-            for fd, channel in list(listener.active_channels.items()):
+            for channel in list(listener.active_channels.values()):
                 incoming = channel.request  # the request being received; None between requests
                 if incoming is None:
                     continue

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from _thread import allocate_lock
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

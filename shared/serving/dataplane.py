@@ -12,7 +12,8 @@ Limits differ by door only where the door differs: batch inputs are files, bigge
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as package_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 
 import numpy as np
 import onnxruntime as ort
@@ -123,7 +124,9 @@ class DataPlane:
 
     # --- running and answering ---------------------------------------------------------------------
 
-    def run(self, model: ServedModel, inputs: dict[str, np.ndarray], *, max_rows: int | None = None, may_defer: bool = False) -> tuple[dict, dict]:
+    def run(
+        self, model: ServedModel, inputs: dict[str, np.ndarray], *, max_rows: int | None = None, may_defer: bool = False
+    ) -> tuple[dict, dict]:
         """Every output of `model` on checked `inputs`; longer than `max_rows`, in runs of that many rows."""
         rows = _rows(model, inputs)
         if max_rows is None or rows is None or rows <= max_rows:

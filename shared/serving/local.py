@@ -11,8 +11,8 @@ import onnxruntime as ort
 from shared.artifact import inflate
 from shared.artifact.files import resolve_inside
 from shared.artifact.loading import Artifact
-from shared.errors import ArtifactError, InvalidTensor, NotFound, translate_onnxruntime_error
 from shared.artifact.manifest import Manifest
+from shared.errors import ArtifactError, InvalidTensor, NotFound, translate_onnxruntime_error
 from shared.serving.interface import Described
 from shared.serving.text import TextConfig, TextEncoder
 
@@ -53,7 +53,7 @@ class LocalModel(Described):
         self._graph_outputs = [o.name for o in self.session.get_outputs()]
 
     @classmethod
-    def load(cls, artifact: Artifact, cache_dir: str, threads: int = 0, providers: str = "") -> "LocalModel":
+    def load(cls, artifact: Artifact, cache_dir: str, threads: int = 0, providers: str = "") -> LocalModel:
         chosen = choose_providers(providers)
         path = inflate.model_path(artifact, cache_dir)  # the file itself, or its inflated copy when it ships compressed
         session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=chosen)
@@ -79,7 +79,10 @@ class LocalModel(Described):
         if self.text is not None:
             feed = self.text.encode(inputs[self.text.config.input])
         else:
-            feed = {spec.name: _onnx_strings(inputs[spec.name], spec.name) if spec.datatype == "BYTES" else inputs[spec.name] for spec in self.inputs}
+            feed = {
+                spec.name: _onnx_strings(inputs[spec.name], spec.name) if spec.datatype == "BYTES" else inputs[spec.name]
+                for spec in self.inputs
+            }
         try:
             results = self.session.run(None, feed)
         except Exception as exc:  # onnxruntime raises its own pybind types only
@@ -105,7 +108,9 @@ def text_encoder(artifact: Artifact) -> TextEncoder | None:
     try:
         return TextEncoder.load(config, resolve_inside(artifact.folder, config.tokenizer))
     except ImportError:
-        raise ArtifactError(f"model {artifact.manifest.name!r} takes text: the runtime needs the tokenizers package (slimserve[text])") from None
+        raise ArtifactError(
+            f"model {artifact.manifest.name!r} takes text: the runtime needs the tokenizers package (slimserve[text])"
+        ) from None
 
 
 def _onnx_strings(array: np.ndarray, name: str) -> np.ndarray:

@@ -16,9 +16,9 @@ evaluation texts with this same class, so what was measured is what is served.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class TextConfig:
         }
 
     @classmethod
-    def from_extra(cls, extra: dict) -> "TextConfig | None":
+    def from_extra(cls, extra: dict) -> TextConfig | None:
         raw = extra.get(TEXT)
         if raw is None:
             return None
@@ -74,7 +74,9 @@ class TextConfig:
             raise ArtifactError(f"manifest: extra.text is incomplete or malformed ({exc!r})") from None
         bad = [f for _, f in config.feeds if f not in FIELDS]
         if bad or not config.feeds or config.max_length < 1 or config.padding != "longest":
-            raise ArtifactError(f"manifest: extra.text feeds must map graph inputs to {', '.join(FIELDS)}, padding 'longest', max_length >= 1")
+            raise ArtifactError(
+                f"manifest: extra.text feeds must map graph inputs to {', '.join(FIELDS)}, padding 'longest', max_length >= 1"
+            )
         return config
 
 
@@ -92,7 +94,7 @@ class TextEncoder:
         self._tokenizer = tokenizer
 
     @classmethod
-    def load(cls, config: TextConfig, path: Path) -> "TextEncoder":
+    def load(cls, config: TextConfig, path: Path) -> TextEncoder:
         return cls(config, path.read_text(encoding="utf-8"))
 
     def encode(self, texts: np.ndarray | Iterable[str | bytes]) -> dict[str, np.ndarray]:

@@ -10,9 +10,9 @@ import pytest
 
 from shared.boot.build import start
 from shared.serving.dataplane import DataPlane
+from shared.storage import Storage
 from tests.aws_local import aws, moto_endpoint  # noqa: F401  (fixtures)
 from tests.batch.models import write_lookup_artifact, write_word_count_artifact
-from shared.storage import Storage
 from tests.conftest import ROOT, free_port
 from tests.helpers import write_tiny_artifact
 from tests.tools import need
@@ -44,7 +44,18 @@ def azurite(tmp_path, monkeypatch):
         need("Azurite (node_modules/.bin/azurite-blob)", False, "run `npm ci` (make test does), which needs node")
     port = free_port()
     proc = subprocess.Popen(
-        [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(tmp_path / "azurite"), "--silent", "--skipApiVersionCheck", "--loose"],
+        [
+            str(AZURITE),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(tmp_path / "azurite"),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -22,7 +22,9 @@ def write_word_count_artifact(folder: Path, name: str = "words") -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     model.ir_version = 9
     onnx.checker.check_model(model)
-    return save_artifact(folder, model, name, [TensorSpec("text", "BYTES", (-1,))], [TensorSpec("count", "INT64", (-1,))], task="regression")
+    return save_artifact(
+        folder, model, name, [TensorSpec("text", "BYTES", (-1,))], [TensorSpec("count", "INT64", (-1,))], task="regression"
+    )
 
 
 def write_lookup_artifact(folder: Path, name: str = "lookup", rows: int = 10) -> Path:
@@ -43,4 +45,6 @@ def write_lookup_artifact(folder: Path, name: str = "lookup", rows: int = 10) ->
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    return save_artifact(folder, model, name, [TensorSpec("idx", "INT64", (-1, 1))], [TensorSpec("emb", "FP32", (-1, 1, 3))], task="embedding")
+    return save_artifact(
+        folder, model, name, [TensorSpec("idx", "INT64", (-1, 1))], [TensorSpec("emb", "FP32", (-1, 1, 3))], task="embedding"
+    )

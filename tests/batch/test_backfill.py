@@ -54,8 +54,9 @@ def tree(tmp_path: Path):
 
 def job(tree: Path, destination, **options) -> Backfill:
     sleeps = []
-    backfill = Backfill(Storage(), destination, f"file://{tree}/in/", output=f"file://{tree}/out", concurrency=1,
-                        sleep=sleeps.append, **options)  # fmt: skip
+    backfill = Backfill(
+        Storage(), destination, f"file://{tree}/in/", output=f"file://{tree}/out", concurrency=1, sleep=sleeps.append, **options
+    )
     backfill.sleeps = sleeps
     return backfill
 

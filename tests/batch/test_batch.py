@@ -55,7 +55,11 @@ def test_npy_npz_and_json_inputs_answer_like_onnxruntime(plane, models, folders)
     x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
     (src / "a.npy").write_bytes(npy(x))
     np.savez(src / "b.npz", input=x)
-    request = {"id": "req-7", "inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}], "outputs": [{"name": "probs"}]}
+    request = {
+        "id": "req-7",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}],
+        "outputs": [{"name": "probs"}],
+    }
     (src / "c.json").write_text(json.dumps(request))
     records = [Record.from_uri(f"file://{src}/{n}", id=n, model="tiny") for n in ("a.npy", "b.npz", "c.json")]
 
@@ -197,7 +201,9 @@ def test_a_record_longer_than_a_micro_batch_runs_in_chunks_and_answers_whole(pla
     x = np.random.default_rng(2).normal(size=(1000, 4)).astype(np.float32)
     report = runner(plane, out, batch_max_size=64).run([Record.inline("in/long.npy", npy(x), model="tiny")])
     assert not report.failed and report.runs == 16  # ceil(1000 / 64)
-    np.testing.assert_allclose(tensors(result(report.outcomes[0]))["probs"], reference(models, "tiny")({"input": x})["probs"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        tensors(result(report.outcomes[0]))["probs"], reference(models, "tiny")({"input": x})["probs"], rtol=1e-5, atol=1e-6
+    )
 
 
 def zip_bomb(rows: int) -> bytes:
@@ -225,7 +231,9 @@ def test_an_npz_bomb_is_refused_from_its_header_before_inflating(plane, folders)
     report = runner(plane, folders[1], batch_max_elements=1_000_000).run([Record.inline("in/bomb.npz", bomb, model="tiny")])
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert report.outcomes[0].status == 413 and "16,777,216 elements, over SLIMSERVE_BATCH_MAX_ELEMENTS=1,000,000" in report.outcomes[0].error
+    assert (
+        report.outcomes[0].status == 413 and "16,777,216 elements, over SLIMSERVE_BATCH_MAX_ELEMENTS=1,000,000" in report.outcomes[0].error
+    )
     assert peak < 8 << 20
 
 
@@ -235,9 +243,18 @@ def test_an_npz_bomb_is_refused_from_its_header_before_inflating(plane, folders)
         ("big.npy", npy(np.zeros((10, 4), np.float32)), 413, "over SLIMSERVE_BATCH_MAX_OBJECT_BYTES=100"),
         ("nan.npy", npy(np.array([[np.nan, 0, 0, 0]], np.float32)), 200, None),
         ("deep.json", b'{"inputs":' + b"[" * 100 + b"]" * 100 + b"}", 400, "over SLIMSERVE_MAX_JSON_DEPTH=32"),
-        ("huge.json", b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1' + b"0" * 5000 + b',0,0,0]}]}', 400, "number"),
-        ("twice.json", json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0] * 4}],
-                                   "outputs": [{"name": "probs"}, {"name": "probs"}]}).encode(), 400, "requested more than once"),  # fmt: skip
+        ("huge.json", b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1' + b"0" * 5000 + b",0,0,0]}]}", 400, "number"),
+        (
+            "twice.json",
+            json.dumps(
+                {
+                    "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0] * 4}],
+                    "outputs": [{"name": "probs"}, {"name": "probs"}],
+                }
+            ).encode(),
+            400,
+            "requested more than once",
+        ),
     ],
 )
 def test_batch_records_pass_the_same_checks_as_http(plane, folders, name, body, status, message):
@@ -254,7 +271,9 @@ def test_the_object_size_is_known_before_it_is_read(plane, folders, monkeypatch)
     reads = []
     monkeypatch.setattr(storage, "read", lambda uri, **kw: reads.append(uri) or Storage.read(storage, uri, **kw))
     monkeypatch.setattr(type(storage._backends["file"]), "stream", lambda self, obj: (_ for _ in ()).throw(AssertionError("downloaded")))
-    report = BatchRunner(plane, Settings(output=f"file://{out}", batch_max_object_bytes=1000), storage).run([Record.from_uri(f"file://{src}/big.npy", model="tiny")])
+    report = BatchRunner(plane, Settings(output=f"file://{out}", batch_max_object_bytes=1000), storage).run(
+        [Record.from_uri(f"file://{src}/big.npy", model="tiny")]
+    )
     assert report.outcomes[0].status == 413 and "is 1,728 bytes, over SLIMSERVE_BATCH_MAX_OBJECT_BYTES=1,000" in report.outcomes[0].error
 
 
@@ -264,7 +283,9 @@ def test_the_object_size_is_known_before_it_is_read(plane, folders, monkeypatch)
 def test_model_comes_from_setting_else_parent_folder(plane, folders):
     src, out = folders
     x = npy(np.zeros((1, 4), np.float32))
-    by_folder = runner(plane, out).run([Record.inline("incoming/tiny/a.npy", x), Record.inline("incoming/nope/b.npy", x), Record.inline("flat.npy", x)])
+    by_folder = runner(plane, out).run(
+        [Record.inline("incoming/tiny/a.npy", x), Record.inline("incoming/nope/b.npy", x), Record.inline("flat.npy", x)]
+    )
     assert [o.ok for o in by_folder.outcomes] == [True, False, False]
     assert "unknown model 'nope'" in by_folder.outcomes[1].error
     assert "SLIMSERVE_BATCH_MODEL" in by_folder.outcomes[2].error

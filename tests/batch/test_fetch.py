@@ -17,7 +17,6 @@ from shared.storage import Storage
 from tests.helpers import write_tiny_artifact
 
 
-
 @pytest.fixture
 def store(aws) -> Storage:
     return Storage()

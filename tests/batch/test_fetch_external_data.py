@@ -20,11 +20,18 @@ from tests.helpers import write_tiny_artifact
 
 def with_external_data(folder: Path) -> Path:
     model = onnx.load(str(folder / "model.onnx"))
-    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data", size_threshold=0)  # fmt: skip
+    onnx.save_model(
+        model,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
     raw = json.loads((folder / "manifest.json").read_text())
-    raw["files"] = {name: {"sha256": e.sha256, "bytes": e.bytes}
-                    for name, e in file_entries(folder, [*raw["files"], "model.onnx.data"]).items()}  # fmt: skip
+    raw["files"] = {
+        name: {"sha256": e.sha256, "bytes": e.bytes} for name, e in file_entries(folder, [*raw["files"], "model.onnx.data"]).items()
+    }
     raw["extra"][EXTERNAL_DATA] = ["model.onnx.data"]
     write_manifest(folder, Manifest.from_dict(raw))
     assert load_artifact(folder).manifest.weight_files == ("model.onnx", "model.onnx.data")

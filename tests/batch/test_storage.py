@@ -3,9 +3,10 @@ Azurite (Azure Blob), and the disk."""
 
 from __future__ import annotations
 
-import numpy as np
+from datetime import UTC
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shared import storage
@@ -69,7 +70,7 @@ def exercise(store: Storage, uri: str, missing: str, tmp_path: Path) -> None:
 def exercise_listing(store: Storage, base: str) -> None:
     """Listing, the same on every backend: everything under a prefix, in pages, with sizes and times;
     nothing outside it; a prefix without `/` is a key prefix, as S3 means it."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     inside = {f"{base}/in/a.npy": b"1", f"{base}/in/sub/b.npy": b"22", f"{base}/in/c d+e%20.npy": b"333"}
     outside = {f"{base}/input2/x.npy": b"4444", f"{base}/other/in/y.npy": b"55555"}
@@ -78,7 +79,7 @@ def exercise_listing(store: Storage, base: str) -> None:
     listed = list(store.list(f"{base}/in/", page_size=2))  # two pages and a half: the pager must follow
     key = lambda uri: storage.parse(uri).key  # noqa: E731  (file:// URIs come back quoted; the keys are equal)
     assert {key(item.uri): item.size for item in listed} == {key(uri): len(data) for uri, data in inside.items()}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert all(abs(item.modified - now) < timedelta(minutes=10) for item in listed)
     assert {key(item.uri) for item in store.list(f"{base}/in")} == {key(u) for u in [*inside, f"{base}/input2/x.npy"]}
     assert list(store.list(f"{base}/nothing-here/")) == []

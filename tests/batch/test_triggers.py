@@ -82,7 +82,10 @@ def test_queue_message_forms():
         (b"secrets/key.npy", "under azure://incoming/"),
         (b"azure://incoming/../secrets/k.npy", "'..' segment"),
         (b"https://other.blob.core.windows.net/incoming/a.npy", "not this app's"),
-        (json.dumps({"eventType": BLOB_CREATED, "data": {"url": "https://acct.blob.core.windows.net/secrets/a.npy"}}).encode(), "under azure://incoming/"),
+        (
+            json.dumps({"eventType": BLOB_CREATED, "data": {"url": "https://acct.blob.core.windows.net/secrets/a.npy"}}).encode(),
+            "under azure://incoming/",
+        ),
     ],
 )
 def test_a_queue_message_may_name_only_inputs_of_this_account(body, why):

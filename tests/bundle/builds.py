@@ -69,8 +69,10 @@ def write_text_artifact(folder: Path, task: str = "regression") -> Path:
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.save(str(folder / "tokenizer.json"))
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
-         helper.make_node("ReduceMean", ["ids"], ["score"], axes=[1], keepdims=1)],  # fmt: skip
+        [
+            helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["ids"], ["score"], axes=[1], keepdims=1),
+        ],
         "mean_id",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"])],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
@@ -101,8 +103,9 @@ def write_fetch_artifact(folder: Path) -> Path:
 
     write_tiny_artifact(folder)
     model = onnx.load(folder / "model.onnx")
-    onnx.save_model(model, folder / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data", size_threshold=0)  # fmt: skip
+    onnx.save_model(
+        model, folder / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0
+    )
     manifest = read_manifest(folder)
     write_manifest(folder, dataclasses.replace(manifest, files=file_entries(folder, ["model.onnx", "model.onnx.data"]), delivery="fetch"))
     load_artifact(folder)

@@ -17,9 +17,9 @@ import infra.limits
 from optimizer.bundle import aws_lambda, probe
 from optimizer.bundle.common import Options
 from slimserve.cli import main
-from tests.bundle.builds import NO_PYTHON312, PYTHON312, tiny_artifact, tiny_lambda_bundle
+from tests.bundle.builds import PYTHON312, tiny_artifact, tiny_lambda_bundle
 from tests.eventlib import load_event
-from tests.tools import need, need_module
+from tests.tools import need_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,8 +168,11 @@ def test_a_text_model_bundle_carries_tokenizers_alone_and_tokenizes_from_it(tmp_
     task_root = tmp_path / "task"
     with zipfile.ZipFile(out / "slimserve.zip") as zf:
         zf.extractall(task_root)
-    event = probe.api_event("POST", "/v2/models/words/infer",
-                            {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["hello world", "world"]}]})  # fmt: skip
+    event = probe.api_event(
+        "POST",
+        "/v2/models/words/infer",
+        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["hello world", "world"]}]},
+    )
 
     answer = probe.run(PYTHON312, task_root, event)
 

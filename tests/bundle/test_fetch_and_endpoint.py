@@ -24,6 +24,7 @@ from tests.aws_local import aws, moto_endpoint  # noqa: F401  (fixtures)
 from tests.bundle.builds import PYTHON312, write_fetch_artifact
 from tests.helpers import linear_softmax_onnx, write_tiny_artifact
 
+
 def one_line_error(capsys) -> str:
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -20,11 +20,15 @@ from shared.artifact.manifest import Choice, FileEntry, Manifest, TensorSpec
 
 def manifest(**changes) -> Manifest:
     base = Manifest(
-        name="m", version="1", task="embedding", model_file="model.onnx",
+        name="m",
+        version="1",
+        task="embedding",
+        model_file="model.onnx",
         files={"model.onnx": FileEntry("0" * 64, 1)},
-        inputs=(TensorSpec("text", "BYTES", (-1,)),), outputs=(TensorSpec("emb", "FP32", (-1, 384)),),
+        inputs=(TensorSpec("text", "BYTES", (-1,)),),
+        outputs=(TensorSpec("emb", "FP32", (-1, 384)),),
         chosen=Choice("int8", "test"),
-    )  # fmt: skip
+    )
     return dataclasses.replace(base, **changes)
 
 
@@ -74,10 +78,12 @@ def test_platform_tags_widen_to_older_glibc():
 
 def test_over_the_limit_names_the_numbers_and_the_three_largest():
     sizes = Sizes(
-        items=(Item("onnxruntime/", "runtime wheels", 10, 40_000_000, 14_000_000),
-               Item("artifact/model.onnx", "model", 1, 200_000_000, 180_000_000),
-               Item("numpy/", "runtime wheels", 10, 20_000_000, 7_000_000),
-               Item("shared/", "code", 10, 300_000, 100_000)),  # fmt: skip
+        items=(
+            Item("onnxruntime/", "runtime wheels", 10, 40_000_000, 14_000_000),
+            Item("artifact/model.onnx", "model", 1, 200_000_000, 180_000_000),
+            Item("numpy/", "runtime wheels", 10, 20_000_000, 7_000_000),
+            Item("shared/", "code", 10, 300_000, 100_000),
+        ),
         zipped_total=201_200_000,
         unzipped_total=260_300_000,
     )

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from optimizer.budget import RUNTIME
 from optimizer.bundle.common import Options
 from optimizer.bundle.source import build
-from optimizer.budget import RUNTIME
 from tests.bundle.builds import text_lambda_bundle, write_text_artifact
 from tests.tools import need_module
 

@@ -54,13 +54,19 @@ def test_functions_framework_serves_the_folder_from_its_root_main_py(gcp):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_") and k != "PYTHONPATH"}
     proc = subprocess.Popen(
         [str(BIN / "functions-framework"), "--source", str(out / "main.py"), "--target", "http", "--port", str(port)],
-        cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        cwd=out,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/v2/health/ready", proc, timeout=60)
         body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0.5, -1, 2, 0.25]}]})
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/tiny/infer", data=body.encode(),
-                                         headers={"content-type": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v2/models/tiny/infer", data=body.encode(), headers={"content-type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = json.loads(response.read())
         assert answer["model_name"] == "tiny" and len(answer["outputs"]) == 2
@@ -127,12 +133,18 @@ def test_a_gcp_folder_of_a_fetch_delivered_artifact_fetches_its_model_from_gcs(t
         env["SLIMSERVE_CACHE_DIR"] = str(tmp_path / "cache")
         proc = subprocess.Popen(
             [str(BIN / "functions-framework"), "--source", str(out / "main.py"), "--target", "http", "--port", str(serve_port)],
-            cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )  # fmt: skip
+            cwd=out,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         wait_for_http(f"http://127.0.0.1:{serve_port}/v2/health/ready", proc, timeout=60)
         body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0.5, -1, 2, 0.25]}]})
-        request = urllib.request.Request(f"http://127.0.0.1:{serve_port}/v2/models/tiny/infer", data=body.encode(),
-                                         headers={"content-type": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{serve_port}/v2/models/tiny/infer", data=body.encode(), headers={"content-type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = json.loads(response.read())
         assert answer["model_name"] == "tiny" and len(answer["outputs"]) == 2

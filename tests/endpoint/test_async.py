@@ -29,7 +29,10 @@ ASYNC = dict(async_bucket=BUCKET, endpoint_max_sync_bytes=512, max_body_bytes=1 
 def moto_s3():
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/moto-api/", proc)
@@ -129,8 +132,13 @@ def test_the_stand_in_runs_few_asynchronous_requests_at_once_and_throttles_the_r
     release = __import__("threading").Event()
     stand_in._run_async = lambda *args: (release.wait(10), stand_in._slots.release())  # each job holds its slot
     client = Client(server.faults.app)
-    headers = {"X-Amzn-SageMaker-InputLocation": f"s3://{BUCKET}/slimserve-async/input/slow", "X-Amzn-SageMaker-Content-Type": "application/json"}
-    codes = [client.post("/endpoints/tiny-ep/async-invocations", headers=headers).status_code for _ in range(ASYNC_WORKERS + ASYNC_QUEUE + 3)]
+    headers = {
+        "X-Amzn-SageMaker-InputLocation": f"s3://{BUCKET}/slimserve-async/input/slow",
+        "X-Amzn-SageMaker-Content-Type": "application/json",
+    }
+    codes = [
+        client.post("/endpoints/tiny-ep/async-invocations", headers=headers).status_code for _ in range(ASYNC_WORKERS + ASYNC_QUEUE + 3)
+    ]
     release.set()
     assert codes.count(202) == ASYNC_WORKERS + ASYNC_QUEUE and codes[-3:] == [429, 429, 429]
 

@@ -14,12 +14,21 @@ from werkzeug.wrappers import Response
 from tests.endpoint.conftest import function_runtime, write_endpoint_artifact
 from tests.endpoint.faults import LoopbackServer
 
-GOOD = {"model_name": "tiny", "model_version": "1", "outputs": [
-    {"name": "logits", "datatype": "FP32", "shape": [1, 3], "data": [0.0, 1.0, 2.0]},
-    {"name": "probs", "datatype": "FP32", "shape": [1, 3], "data": [0.2, 0.3, 0.5]},
-]}  # fmt: skip
-HOSTILE = {"model_name": "tiny", "outputs": [{"name": "logits", "datatype": "FP32", "shape": [0, 2**64], "data": []},
-                                             {"name": "probs", "datatype": "FP32", "shape": [0, 2**64], "data": []}]}  # fmt: skip
+GOOD = {
+    "model_name": "tiny",
+    "model_version": "1",
+    "outputs": [
+        {"name": "logits", "datatype": "FP32", "shape": [1, 3], "data": [0.0, 1.0, 2.0]},
+        {"name": "probs", "datatype": "FP32", "shape": [1, 3], "data": [0.2, 0.3, 0.5]},
+    ],
+}
+HOSTILE = {
+    "model_name": "tiny",
+    "outputs": [
+        {"name": "logits", "datatype": "FP32", "shape": [0, 2**64], "data": []},
+        {"name": "probs", "datatype": "FP32", "shape": [0, 2**64], "data": []},
+    ],
+}
 
 
 class Endpoint:
@@ -42,8 +51,15 @@ def test_a_probe_that_ends_in_anything_settles_the_breaker(tmp_path):
     app = Endpoint()
     server = LoopbackServer(app)
     try:
-        runtime = function_runtime(function_dir, "http://unused", endpoint_transport="http", endpoint_url=server.url,
-                                   breaker_failures=1, breaker_cooldown_s=0.2, endpoint_retries=0)  # fmt: skip
+        runtime = function_runtime(
+            function_dir,
+            "http://unused",
+            endpoint_transport="http",
+            endpoint_url=server.url,
+            breaker_failures=1,
+            breaker_cooldown_s=0.2,
+            endpoint_retries=0,
+        )
         model = runtime.plane.model("tiny")
         x = {"input": np.ones((1, 4), np.float32)}
 

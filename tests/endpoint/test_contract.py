@@ -15,11 +15,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from werkzeug.test import Client
 
+from shared.boot.build import app_from_folders, build_app
 from shared.config import Settings
 from shared.http.app import InferenceApp
 from shared.serving.dataplane import DataPlane
 from shared.serving.repository import ModelRepository
-from shared.boot.build import app_from_folders, build_app
 from tests.helpers import write_tiny_artifact
 
 X = np.random.default_rng(11).normal(size=(3, 4)).astype(np.float32)
@@ -69,7 +69,9 @@ def test_json_in_json_out(client, expected):
 def test_binary_tensors_ride_in_the_content_type(client, expected):
     tensor = triton.InferInput("input", list(X.shape), "FP32")
     tensor.set_data_from_numpy(X, binary_data=True)
-    body, size = triton.InferenceServerClient.generate_request_body([tensor], outputs=[triton.InferRequestedOutput("logits", binary_data=True)])
+    body, size = triton.InferenceServerClient.generate_request_body(
+        [tensor], outputs=[triton.InferRequestedOutput("logits", binary_data=True)]
+    )
     response = client.post("/invocations", data=body, content_type=f"{BINARY};json-header-size={size}")
     assert response.status_code == 200 and response.mimetype == BINARY
     header_length = int(response.mimetype_params["json-header-size"])
@@ -133,7 +135,9 @@ def test_several_models_need_a_target_model(tmp_path, expected):
     client = Client(app_from_folders([str(a), str(b)], placement="function"))
     untargeted = client.post("/invocations", data=oip_json(), content_type="application/json")
     assert untargeted.status_code == 400 and "X-Amzn-SageMaker-Target-Model" in untargeted.json["error"]
-    targeted = client.post("/invocations", data=oip_json(), content_type="application/json", headers={"X-Amzn-SageMaker-Target-Model": "tiny/1"})
+    targeted = client.post(
+        "/invocations", data=oip_json(), content_type="application/json", headers={"X-Amzn-SageMaker-Target-Model": "tiny/1"}
+    )
     assert targeted.status_code == 200
 
 

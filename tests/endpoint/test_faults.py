@@ -77,9 +77,11 @@ def test_every_fault_is_answered_within_the_deadline(tmp_path, endpoint, fault, 
         assert response.status_code == 503
         assert int(response.headers["Retry-After"]) >= 1
         assert "unavailable" in response.json["error"] and "no local variant" in response.json["error"]
-    print(f"\n[fault] {fault:9s} fallback={fallback!s:5s} -> {response.status_code} in {elapsed * 1000:6.1f} ms; "
-          f"attempts={model.stats.attempts} retries={model.stats.retries} endpoint_saw={server.faults.seen} "
-          f"failures={model.stats.failures}")
+    print(
+        f"\n[fault] {fault:9s} fallback={fallback!s:5s} -> {response.status_code} in {elapsed * 1000:6.1f} ms; "
+        f"attempts={model.stats.attempts} retries={model.stats.retries} endpoint_saw={server.faults.seen} "
+        f"failures={model.stats.failures}"
+    )
 
 
 def test_a_4xx_from_the_endpoint_is_the_callers_fault_never_retried_never_degraded(tmp_path, endpoint):

@@ -18,6 +18,7 @@ from tests.helpers import write_tiny_artifact
 
 CUDA = "CUDAExecutionProvider"
 
+
 @pytest.fixture(autouse=True)
 def _cuda():
     if CUDA in ort.get_available_providers():
@@ -35,7 +36,9 @@ def test_cuda_answers_match_cpu_within_fp32_tolerance(tmp_path):
 
     gpu = Client(build_app(folder, artifact=str(folder), placement="function"))
     assert gpu.get("/v2").json["providers"] == [CUDA]  # chosen by default where present
-    answer = {o["name"]: np.array(o["data"], np.float32).reshape(o["shape"]) for o in gpu.post("/v2/models/tiny/infer", json=body).json["outputs"]}
+    answer = {
+        o["name"]: np.array(o["data"], np.float32).reshape(o["shape"]) for o in gpu.post("/v2/models/tiny/infer", json=body).json["outputs"]
+    }
 
     cpu = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     logits, probs = cpu.run(["logits", "probs"], {"input": x})

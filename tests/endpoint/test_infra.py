@@ -14,8 +14,6 @@ import pytest
 from shared.server.sagemaker_entry import MODEL_DIR
 from tests.conftest import ROOT
 
-import cfnlint  # noqa: E402  (the dev extra: always installed where the suite runs)
-
 TEMPLATE = ROOT / "infra" / "sagemaker" / "endpoint.yaml"
 DOCKERFILE = ROOT / "infra" / "sagemaker" / "Dockerfile"
 
@@ -50,8 +48,14 @@ def template() -> dict:
 def test_template_declares_model_gpu_config_endpoint_and_invocation_scaling(template):
     resources = template["Resources"]
     kinds = {name: r["Type"] for name, r in resources.items()}
-    for kind in ("AWS::SageMaker::Model", "AWS::SageMaker::EndpointConfig", "AWS::SageMaker::Endpoint",
-                 "AWS::ApplicationAutoScaling::ScalableTarget", "AWS::ApplicationAutoScaling::ScalingPolicy", "AWS::IAM::Role"):  # fmt: skip
+    for kind in (
+        "AWS::SageMaker::Model",
+        "AWS::SageMaker::EndpointConfig",
+        "AWS::SageMaker::Endpoint",
+        "AWS::ApplicationAutoScaling::ScalableTarget",
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        "AWS::IAM::Role",
+    ):
         assert kind in kinds.values(), kind
     assert template["Parameters"]["InstanceType"]["Default"] == "ml.g5.xlarge"
     assert {"ImageUri", "ModelDataUrl"} <= set(template["Parameters"])

@@ -16,8 +16,8 @@ import onnxruntime as ort
 import pytest
 from werkzeug.test import Client
 
-from shared.serving import local as model_module
 from shared.boot.build import build_app
+from shared.serving import local as model_module
 from tests.conftest import ROOT, free_port, wait_for_http
 from tests.endpoint.conftest import write_endpoint_artifact
 
@@ -36,7 +36,9 @@ def test_cuda_requested_where_absent_falls_back_to_cpu_with_a_warning(tiny_artif
     assert client.get("/v2").json["providers"] == [CPU]
     assert client.get("/v2/models/tiny").json["parameters"]["provider"] == CPU
     x = np.ones((2, 4), np.float32)
-    response = client.post("/v2/models/tiny/infer", json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()}]})
+    response = client.post(
+        "/v2/models/tiny/infer", json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()}]}
+    )
     expected = ort.InferenceSession(str(tiny_artifact / "model.onnx"), providers=[CPU]).run(["probs"], {"input": x})[0]
     probs = {o["name"]: o["data"] for o in response.json["outputs"]}["probs"]
     np.testing.assert_array_equal(np.array(probs, np.float32).reshape(2, 3), expected)
@@ -81,7 +83,12 @@ def test_serve_entry_runs_the_model_itself_even_when_the_manifest_says_endpoint(
 def test_serve_entry_reads_opt_ml_model_by_default(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SLIMSERVE_ARTIFACT"}
     proc = subprocess.run(
-        [sys.executable, "-m", "shared.server.sagemaker_entry", "serve", "--port", str(free_port())], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "shared.server.sagemaker_entry", "serve", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if os.path.exists("/opt/ml/model/manifest.json"):
         pytest.skip("this machine has a model in /opt/ml/model")

@@ -61,7 +61,9 @@ def test_aws_handler_answers_from_the_endpoint_as_local_inference_does(tmp_path,
 def test_binary_request_through_the_handler_is_forwarded_and_answered_binary(tmp_path, endpoint, load_handler):
     endpoint_dir, function_dir = write_endpoint_artifact(tmp_path)
     server = endpoint(endpoint_dir)
-    handler = load_handler(SLIMSERVE_ARTIFACT=str(function_dir), SLIMSERVE_ENDPOINT_NAME=ENDPOINT_NAME, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=server.url)
+    handler = load_handler(
+        SLIMSERVE_ARTIFACT=str(function_dir), SLIMSERVE_ENDPOINT_NAME=ENDPOINT_NAME, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=server.url
+    )
     tensor = triton.InferInput("input", list(X.shape), "FP32")
     tensor.set_data_from_numpy(X, binary_data=True)
     wanted = [triton.InferRequestedOutput("probs", binary_data=True)]
@@ -74,7 +76,9 @@ def test_binary_request_through_the_handler_is_forwarded_and_answered_binary(tmp
 
     assert response["statusCode"] == 200 and response["isBase64Encoded"], response
     raw = base64.b64decode(response["body"])
-    result = triton.InferenceServerClient.parse_response_body(raw, header_length=int(response["headers"]["Inference-Header-Content-Length"]))
+    result = triton.InferenceServerClient.parse_response_body(
+        raw, header_length=int(response["headers"]["Inference-Header-Content-Length"])
+    )
     np.testing.assert_array_equal(result.as_numpy("probs"), reference(endpoint_dir / "model.onnx")["probs"])
     assert result.as_numpy("logits") is None  # only what was asked for, as locally
 
@@ -83,7 +87,9 @@ def test_http_transport_speaks_oip_v2_with_a_bearer_token(tmp_path, endpoint, mo
     endpoint_dir, function_dir = write_endpoint_artifact(tmp_path)
     server = endpoint(endpoint_dir)
     monkeypatch.setenv("VERTEX_TOKEN", "ya29.test-token")
-    app = Client(function_app(function_dir, "http://unused", endpoint_transport="http", endpoint_url=server.url, endpoint_token_env="VERTEX_TOKEN"))
+    app = Client(
+        function_app(function_dir, "http://unused", endpoint_transport="http", endpoint_url=server.url, endpoint_token_env="VERTEX_TOKEN")
+    )
 
     response = app.post("/v2/models/tiny/infer", json=json_request())
 
@@ -113,12 +119,15 @@ def test_forced_placement_uses_the_artifacts_own_model_as_fallback(tmp_path, end
     np.testing.assert_array_equal(outputs_of(response.json)["probs"], reference(folder / "model.onnx")["probs"])
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"endpoint_name": ""}, "SLIMSERVE_ENDPOINT_NAME is empty"),
-    ({"endpoint_deadline_s": 0.5}, "cannot hold one attempt"),
-    ({"fallback": "sometimes"}, "must be auto or off"),
-    ({"endpoint_transport": "carrier-pigeon"}, "must be sagemaker or http"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"endpoint_name": ""}, "SLIMSERVE_ENDPOINT_NAME is empty"),
+        ({"endpoint_deadline_s": 0.5}, "cannot hold one attempt"),
+        ({"fallback": "sometimes"}, "must be auto or off"),
+        ({"endpoint_transport": "carrier-pigeon"}, "must be sagemaker or http"),
+    ],
+)
 def test_bad_router_settings_fail_the_cold_start(tmp_path, settings, message):
     from shared.errors import ArtifactError
 

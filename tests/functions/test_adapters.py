@@ -78,8 +78,14 @@ def artifact(tmp_path_factory) -> Path:
 def inspect_adapter(adapter: Adapter, artifact: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_")}
     env.update(SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_LOG_LEVEL="WARNING")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, adapter.module, ",".join(adapter.entry_points)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, adapter.module, ",".join(adapter.entry_points)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -98,7 +104,9 @@ def code_lines(path: Path) -> int:
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.platform)
 def test_adapter_is_thin(adapter):
     assert adapter.path.exists()
-    assert code_lines(adapter.path) < MAX_CODE_LINES, f"{adapter.path.name} grew past {MAX_CODE_LINES} lines of code: move logic into shared/"
+    assert code_lines(adapter.path) < MAX_CODE_LINES, (
+        f"{adapter.path.name} grew past {MAX_CODE_LINES} lines of code: move logic into shared/"
+    )
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.platform)
@@ -116,7 +124,12 @@ def test_adapter_exposes_its_entry_points_and_no_other_platform(adapter, artifac
     if adapter.platform == "azure":
         assert info["is_function_app"]
         triggers = {name: bindings[0] for name, bindings in info["functions"].items()}
-        assert {name: t["type"] for name, t in triggers.items()} == {"http": "httpTrigger", "openai": "httpTrigger", "on_blob": "blobTrigger", "on_queue": "queueTrigger"}
+        assert {name: t["type"] for name, t in triggers.items()} == {
+            "http": "httpTrigger",
+            "openai": "httpTrigger",
+            "on_blob": "blobTrigger",
+            "on_queue": "queueTrigger",
+        }
         assert triggers["http"]["route"] == "v2/{*route}" and "function" in triggers["http"]["authLevel"].lower()
         assert triggers["openai"]["route"] == "v1/{*route}" and "function" in triggers["openai"]["authLevel"].lower()
         assert triggers["on_queue"]["queueName"] == "%SLIMSERVE_INPUT_QUEUE%"
@@ -129,7 +142,9 @@ def test_a_setting_that_cannot_work_fails_the_init_with_its_one_line(adapter, ar
     the error it reports is one line naming the setting and what it may be."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_")}
     env.update(SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_LOG_FORMAT="xml")
-    proc = subprocess.run([sys.executable, "-c", f"import {adapter.module}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import {adapter.module}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == "ValueError: SLIMSERVE_LOG_FORMAT='xml' must be one of json, text"
     if adapter.platform == "aws":  # powertools' JSON line: the message alone, no traceback of ours

@@ -26,7 +26,9 @@ def write_echo_artifact(folder: Path, name: str = "echo") -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    return save_artifact(folder, model, name, [TensorSpec("text", "BYTES", (-1,))], [TensorSpec("text_out", "BYTES", (-1,))], task="regression")
+    return save_artifact(
+        folder, model, name, [TensorSpec("text", "BYTES", (-1,))], [TensorSpec("text_out", "BYTES", (-1,))], task="regression"
+    )
 
 
 def with_extra(folder: Path, **extra) -> Path:

@@ -14,9 +14,9 @@ import onnx
 import pytest
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
+from shared.artifact.external_data import external_locations
 from shared.artifact.loading import load_artifact
 from shared.errors import ArtifactError
-from shared.artifact.external_data import external_locations
 from shared.serving.local import LocalModel
 from tests.conftest import ROOT
 from tests.hardening.models import write_external_data_artifact
@@ -24,8 +24,13 @@ from tests.helpers import linear_softmax_onnx, write_tiny_artifact
 
 
 def serve_exit(folder: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0", "--workers", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0", "--workers", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_one_changed_byte_is_refused_at_load_and_by_the_server(tmp_path):
@@ -110,12 +115,15 @@ def test_the_scan_finds_what_onnx_finds(tmp_path):
     assert external_locations((tmp_path / "m.onnx").read_bytes()) == expected
 
 
-@pytest.mark.parametrize("garbage", [b"\x0a\xff\xff\xff\xff\x0f", b"\x07", b"\x3a\x05abc"], ids=["length-past-end", "bad-wire-type", "truncated"])
+@pytest.mark.parametrize(
+    "garbage", [b"\x0a\xff\xff\xff\xff\x0f", b"\x07", b"\x3a\x05abc"], ids=["length-past-end", "bad-wire-type", "truncated"]
+)
 def test_a_model_file_that_is_not_protobuf_is_refused(tmp_path, garbage):
     folder = write_tiny_artifact(tmp_path / "tiny")
     (folder / "model.onnx").write_bytes(garbage)
-    from shared.artifact.loading import file_entries
     import json
+
+    from shared.artifact.loading import file_entries
 
     doc = json.loads((folder / "manifest.json").read_text())
     doc["files"] = {n: {"sha256": e.sha256, "bytes": e.bytes} for n, e in file_entries(folder, ["model.onnx"]).items()}

@@ -86,7 +86,7 @@ def test_the_prescan_attack_through_the_server_leaves_it_answering(served):
 
 @pytest.mark.parametrize("digits", [4301, 5000, 1_000_000])
 def test_an_integer_past_the_digit_limit_is_a_400(client, digits):
-    body = b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1' + b"0" * (digits - 1) + b',0,0,0]}]}'
+    body = b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[1' + b"0" * (digits - 1) + b",0,0,0]}]}"
     response, seconds = timed(lambda: client.post(INFER, data=body, content_type="application/json"))
     assert response.status_code == 400 and "number" in response.json["error"] and seconds < 2.0
     good(client)
@@ -125,7 +125,10 @@ def test_a_request_id_that_is_no_short_token_is_replaced(artifact, given):
     """Built as an environ: a newline in a header is what a lenient front end could pass on."""
     app = build_app(artifact)
     captured = []
-    app({"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/health/live", "HTTP_X_REQUEST_ID": given}, lambda status, headers: captured.extend(headers))
+    app(
+        {"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/health/live", "HTTP_X_REQUEST_ID": given},
+        lambda status, headers: captured.extend(headers),
+    )
     rid = dict(captured)["x-request-id"]
     assert rid != given and len(rid) == 16 and rid.isalnum()
 

@@ -11,8 +11,8 @@ import sys
 import pytest
 from werkzeug.test import Client as WsgiClient
 
-from shared.config import Settings
 from shared.boot.build import build_app
+from shared.config import Settings
 from tests.conftest import ROOT, RunningServer
 from tests.hardening.conftest import tiny_request
 from tests.helpers import write_tiny_artifact
@@ -26,7 +26,9 @@ def served(tmp_path_factory):
     artifact = write_tiny_artifact(folder / "tiny")
     key_file = folder / "keys"
     key_file.write_text(f"{KEY}\n{NEXT_KEY}\n")
-    server = RunningServer([artifact], env={"SLIMSERVE_API_KEY_FILE": str(key_file), "SLIMSERVE_WORKERS": "2", "SLIMSERVE_LOG_LEVEL": "DEBUG"})
+    server = RunningServer(
+        [artifact], env={"SLIMSERVE_API_KEY_FILE": str(key_file), "SLIMSERVE_WORKERS": "2", "SLIMSERVE_LOG_LEVEL": "DEBUG"}
+    )
     yield server
     server.stop()
 
@@ -42,8 +44,17 @@ OFFENDING = {
 
 
 @pytest.mark.parametrize("headers", OFFENDING.values(), ids=OFFENDING.keys())
-@pytest.mark.parametrize("method,path", [("POST", "/v2/models/tiny/infer"), ("GET", "/v2"), ("GET", "/v2/models/tiny"), ("GET", "/metrics"),
-                                         ("GET", "/v2/openapi.json"), ("POST", "/invocations")])  # fmt: skip
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("POST", "/v2/models/tiny/infer"),
+        ("GET", "/v2"),
+        ("GET", "/v2/models/tiny"),
+        ("GET", "/metrics"),
+        ("GET", "/v2/openapi.json"),
+        ("POST", "/invocations"),
+    ],
+)
 def test_offending_keys_get_401_then_a_good_request_works(served, client_for, headers, method, path):
     client = client_for(served)
     status, response_headers, body = client.request(method, path, tiny_request() if method == "POST" else None, headers)
@@ -55,8 +66,11 @@ def test_offending_keys_get_401_then_a_good_request_works(served, client_for, he
     client.good_inference()
 
 
-@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {KEY}"}, {"authorization": f"bearer {NEXT_KEY}"}, {"x-api-key": KEY}, {"x-api-key": NEXT_KEY}],
-                         ids=["bearer", "bearer-lowercase-second-key", "x-api-key", "x-api-key-second-key"])  # fmt: skip
+@pytest.mark.parametrize(
+    "headers",
+    [{"Authorization": f"Bearer {KEY}"}, {"authorization": f"bearer {NEXT_KEY}"}, {"x-api-key": KEY}, {"x-api-key": NEXT_KEY}],
+    ids=["bearer", "bearer-lowercase-second-key", "x-api-key", "x-api-key-second-key"],
+)
 def test_either_header_and_either_key_of_a_rotation_is_accepted(served, client_for, headers):
     client_for(served, headers).good_inference()
 
@@ -90,12 +104,23 @@ def test_settings_never_show_the_key():
     assert settings.api_key == KEY and KEY not in repr(settings) and KEY not in str(settings)
 
 
-@pytest.mark.parametrize("env,message", [({"SLIMSERVE_API_KEY": KEY, "SLIMSERVE_API_KEY_FILE": "/etc/hostname"}, "not both"),
-                                         ({"SLIMSERVE_API_KEY_FILE": "/nonexistent/keys"}, "SLIMSERVE_API_KEY_FILE /nonexistent/keys")])  # fmt: skip
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"SLIMSERVE_API_KEY": KEY, "SLIMSERVE_API_KEY_FILE": "/etc/hostname"}, "not both"),
+        ({"SLIMSERVE_API_KEY_FILE": "/nonexistent/keys"}, "SLIMSERVE_API_KEY_FILE /nonexistent/keys"),
+    ],
+)
 def test_a_key_setting_that_cannot_work_stops_the_server_with_a_message(tmp_path, env, message):
     artifact = write_tiny_artifact(tmp_path / "tiny")
-    proc = subprocess.run([sys.executable, "-m", "slimserve", "serve", str(artifact), "--port", "0"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, env={**__import__("os").environ, **env})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "slimserve", "serve", str(artifact), "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, **env},
+    )
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
     assert KEY not in proc.stderr
 

@@ -143,7 +143,10 @@ def test_batching_follows_the_manifest_or_the_setting_and_is_off_otherwise(tmp_p
     assert install(app.plane.repository, app.settings, Metrics().observe_batch) == ["asking/1"]
     assert isinstance(app.plane.repository.get("asking"), BatchingModel)
     assert isinstance(app.plane.repository.get("plain"), LocalModel)
-    assert batching_config(Settings.resolve(batcher_max_size=8, batcher_max_delay_ms=1.5), app.plane.repository.get("plain").manifest) == (8, 0.0015)
+    assert batching_config(Settings.resolve(batcher_max_size=8, batcher_max_delay_ms=1.5), app.plane.repository.get("plain").manifest) == (
+        8,
+        0.0015,
+    )
     assert batching_config(Settings.resolve(), app.plane.repository.get("asking").model.manifest) == (4, 0.002)
     # build_app alone (what every function calls) never batches
     assert not any(isinstance(m, BatchingModel) for m in build_app(asking).plane.repository)

@@ -11,23 +11,34 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from shared.protocol.codec import decode_request
 from shared.errors import InvalidTensor, LimitExceeded, MalformedRequest
+from shared.protocol.codec import decode_request
 from shared.protocol.limits import Limits
 from tests.conftest import RunningServer
 from tests.hardening.conftest import tiny_request
 from tests.hardening.models import write_echo_artifact, write_nan_rejecting_artifact
 from tests.helpers import write_tiny_artifact
 
-LIMITS = {"SLIMSERVE_MAX_BODY_BYTES": "20000", "SLIMSERVE_MAX_ELEMENTS": "1000", "SLIMSERVE_MAX_REQUEST_BATCH": "16",
-          "SLIMSERVE_MAX_STRING_BYTES": "64", "SLIMSERVE_MAX_JSON_DEPTH": "8", "SLIMSERVE_MAX_INPUTS": "4", "SLIMSERVE_WORKERS": "1"}  # fmt: skip
+LIMITS = {
+    "SLIMSERVE_MAX_BODY_BYTES": "20000",
+    "SLIMSERVE_MAX_ELEMENTS": "1000",
+    "SLIMSERVE_MAX_REQUEST_BATCH": "16",
+    "SLIMSERVE_MAX_STRING_BYTES": "64",
+    "SLIMSERVE_MAX_JSON_DEPTH": "8",
+    "SLIMSERVE_MAX_INPUTS": "4",
+    "SLIMSERVE_WORKERS": "1",
+}
 INFER = "/v2/models/tiny/infer"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("limits")
-    artifacts = [write_tiny_artifact(folder / "tiny"), write_nan_rejecting_artifact(folder / "tinynan"), write_echo_artifact(folder / "echo")]
+    artifacts = [
+        write_tiny_artifact(folder / "tiny"),
+        write_nan_rejecting_artifact(folder / "tinynan"),
+        write_echo_artifact(folder / "echo"),
+    ]
     server = RunningServer(artifacts, env=LIMITS)
     yield server
     server.stop()
@@ -51,30 +62,104 @@ def deep(levels: int) -> dict:
 
 CASES = {
     "body bytes": ("POST", INFER, b"{" + b" " * 30000 + b"}", {}, 413, "over the limit of 20000 (SLIMSERVE_MAX_BODY_BYTES)"),
-    "elements (binary header claims 2,000)": ("POST", INFER, *binary({"inputs": [{"name": "input", "datatype": "FP32", "shape": [500, 4], "parameters": {"binary_data_size": 8}}]}, b"\0" * 8),
-                                             413, "tensor 'input' has a batch of 500, over SLIMSERVE_MAX_REQUEST_BATCH=16"),
-    "elements": ("POST", INFER, *binary({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 1000], "parameters": {"binary_data_size": 8}}]}, b"\0" * 8),
-                 413, "tensor 'input' has 2,000 elements, over SLIMSERVE_MAX_ELEMENTS=1,000"),
-    "elements summed over inputs": ("POST", INFER, {"inputs": [{"name": "input", "datatype": "FP32", "shape": [16, 4], "data": [0] * 64},
-                                                               {"name": "other", "datatype": "FP32", "shape": [1, 999], "data": [0] * 999}]}, {},
-                                    413, "tensor 'other' brings the request to 1,063 elements, over SLIMSERVE_MAX_ELEMENTS=1,000"),
+    "elements (binary header claims 2,000)": (
+        "POST",
+        INFER,
+        *binary({"inputs": [{"name": "input", "datatype": "FP32", "shape": [500, 4], "parameters": {"binary_data_size": 8}}]}, b"\0" * 8),
+        413,
+        "tensor 'input' has a batch of 500, over SLIMSERVE_MAX_REQUEST_BATCH=16",
+    ),
+    "elements": (
+        "POST",
+        INFER,
+        *binary({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 1000], "parameters": {"binary_data_size": 8}}]}, b"\0" * 8),
+        413,
+        "tensor 'input' has 2,000 elements, over SLIMSERVE_MAX_ELEMENTS=1,000",
+    ),
+    "elements summed over inputs": (
+        "POST",
+        INFER,
+        {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [16, 4], "data": [0] * 64},
+                {"name": "other", "datatype": "FP32", "shape": [1, 999], "data": [0] * 999},
+            ]
+        },
+        {},
+        413,
+        "tensor 'other' brings the request to 1,063 elements, over SLIMSERVE_MAX_ELEMENTS=1,000",
+    ),
     "batch": ("POST", INFER, tiny_request(rows=17), {}, 413, "tensor 'input' has a batch of 17, over SLIMSERVE_MAX_REQUEST_BATCH=16"),
-    "string length (JSON)": ("POST", "/v2/models/echo/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["ok", "x" * 65]}]}, {},
-                             413, "tensor 'text' has a BYTES element of 65 bytes, over SLIMSERVE_MAX_STRING_BYTES=64"),
-    "string length (binary)": ("POST", "/v2/models/echo/infer", *binary({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 104}}]},
-                                                                        strings(b"y" * 100)), 413, "BYTES element of 100 bytes, over SLIMSERVE_MAX_STRING_BYTES=64"),
+    "string length (JSON)": (
+        "POST",
+        "/v2/models/echo/infer",
+        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["ok", "x" * 65]}]},
+        {},
+        413,
+        "tensor 'text' has a BYTES element of 65 bytes, over SLIMSERVE_MAX_STRING_BYTES=64",
+    ),
+    "string length (binary)": (
+        "POST",
+        "/v2/models/echo/infer",
+        *binary(
+            {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 104}}]}, strings(b"y" * 100)
+        ),
+        413,
+        "BYTES element of 100 bytes, over SLIMSERVE_MAX_STRING_BYTES=64",
+    ),
     "JSON depth": ("POST", INFER, deep(12), {}, 400, "nested too deeply: 15 levels, over SLIMSERVE_MAX_JSON_DEPTH=8"),
-    "number of inputs": ("POST", INFER, {"inputs": [{"name": f"i{n}", "datatype": "FP32", "shape": [1], "data": [0]} for n in range(5)]}, {},
-                         413, "request has 5 inputs, over SLIMSERVE_MAX_INPUTS=4"),
-    "number of outputs": ("POST", INFER, {**tiny_request(), "outputs": [{"name": "probs"}] * 5}, {}, 413, "request has 5 outputs, over SLIMSERVE_MAX_INPUTS=4"),
-    "NaN (manifest nan_policy reject)": ("POST", "/v2/models/tinynan/infer", {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0, float("nan"), 0, 0]}]}, {},
-                                         400, "input 'input' holds NaN or Inf, which model 'tinynan' rejects"),
-    "Inf in binary data": ("POST", "/v2/models/tinynan/infer", *binary({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}]},
-                                                                       np.array([[0, np.inf, 0, 0]], np.float32).tobytes()), 400, "holds NaN or Inf"),
-    "model name in the URL": ("POST", "/v2/models/Tiny.Model/infer", tiny_request(), {}, 400, "model name 'Tiny.Model' must match ^[a-z0-9][a-z0-9_-]{0,62}$"),
+    "number of inputs": (
+        "POST",
+        INFER,
+        {"inputs": [{"name": f"i{n}", "datatype": "FP32", "shape": [1], "data": [0]} for n in range(5)]},
+        {},
+        413,
+        "request has 5 inputs, over SLIMSERVE_MAX_INPUTS=4",
+    ),
+    "number of outputs": (
+        "POST",
+        INFER,
+        {**tiny_request(), "outputs": [{"name": "probs"}] * 5},
+        {},
+        413,
+        "request has 5 outputs, over SLIMSERVE_MAX_INPUTS=4",
+    ),
+    "NaN (manifest nan_policy reject)": (
+        "POST",
+        "/v2/models/tinynan/infer",
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0, float("nan"), 0, 0]}]},
+        {},
+        400,
+        "input 'input' holds NaN or Inf, which model 'tinynan' rejects",
+    ),
+    "Inf in binary data": (
+        "POST",
+        "/v2/models/tinynan/infer",
+        *binary(
+            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}]},
+            np.array([[0, np.inf, 0, 0]], np.float32).tobytes(),
+        ),
+        400,
+        "holds NaN or Inf",
+    ),
+    "model name in the URL": (
+        "POST",
+        "/v2/models/Tiny.Model/infer",
+        tiny_request(),
+        {},
+        400,
+        "model name 'Tiny.Model' must match ^[a-z0-9][a-z0-9_-]{0,62}$",
+    ),
     "model name, encoded traversal": ("GET", "/v2/models/..%2e/ready", None, {}, 400, "model name '...' must match"),
     "model version in the URL": ("POST", "/v2/models/tiny/versions/1;rm/infer", tiny_request(), {}, 400, "model version '1;rm' must match"),
-    "model name in the SageMaker header": ("POST", "/invocations", tiny_request(), {"X-Amzn-SageMaker-Target-Model": "../tiny"}, 400, "model name '..' must match"),
+    "model name in the SageMaker header": (
+        "POST",
+        "/invocations",
+        tiny_request(),
+        {"X-Amzn-SageMaker-Target-Model": "../tiny"},
+        400,
+        "model name '..' must match",
+    ),
 }
 
 
@@ -112,12 +197,16 @@ def test_chunked_body_over_the_limit_is_refused_while_reading(served, client_for
 
 def test_nan_is_allowed_where_the_policy_allows_it(served, client_for):
     client = client_for(served)
-    status, _, body = client.request("POST", INFER, {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0, float("nan"), 0, 0]}]})
+    status, _, body = client.request(
+        "POST", INFER, {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0, float("nan"), 0, 0]}]}
+    )
     assert status == 200 and body["outputs"][0]["name"] == "logits"
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting(served, client_for):
-    status, _, body = client_for(served).request("POST", "/v2/models/echo/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["[[[[[[[[[[{{{{"]}]})
+    status, _, body = client_for(served).request(
+        "POST", "/v2/models/echo/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["[[[[[[[[[[{{{{"]}]}
+    )
     assert status == 200 and "[[[[[[[[[[{{{{" in body["outputs"][0]["data"][0]
 
 
@@ -136,7 +225,9 @@ def _peak_bytes(fn) -> int:
 
 
 def test_a_bytes_shape_claiming_a_billion_elements_allocates_nothing():
-    head = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1000, 10**6], "parameters": {"binary_data_size": 8}}]}).encode()
+    head = json.dumps(
+        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1000, 10**6], "parameters": {"binary_data_size": 8}}]}
+    ).encode()
     body = head + strings(b"ab", b"cd")[:8]
     with pytest.raises(LimitExceeded, match="1,000,000,000 elements"):
         decode_request(body, str(len(head)), lambda *a: None, Limits())
@@ -158,7 +249,10 @@ def test_a_deep_body_is_refused_before_json_parses_it():
 
 
 def _sqs(*keys: str) -> dict:
-    records = [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "in"}, "object": {"key": key}}} for key in keys]
+    records = [
+        {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "in"}, "object": {"key": key}}}
+        for key in keys
+    ]
     return {"Records": [{"messageId": f"m{i}", "body": json.dumps({"Records": [r]})} for i, r in enumerate(records)]}
 
 
@@ -166,9 +260,9 @@ def test_object_keys_that_leave_their_prefix_or_name_no_model_fail_alone(tmp_pat
     """An encoded `..` in an S3 key, or a folder name no manifest could have, fails that record (400) before
     any read; the good record beside it is answered."""
     from shared.batch.core import BatchRunner
-    from shared.config import Settings
-    from shared.boot.build import build_app
     from shared.batch.s3_sqs import unwrap_sqs
+    from shared.boot.build import build_app
+    from shared.config import Settings
     from shared.storage import Storage
 
     tiny, other = write_tiny_artifact(tmp_path / "tiny"), write_tiny_artifact(tmp_path / "other", name="other")

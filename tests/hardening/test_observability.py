@@ -10,8 +10,8 @@ import time
 import pytest
 
 from tests.conftest import RunningServer
-from tests.functions.aws.conftest import load_handler  # noqa: F401  (the fixture that imports the handler afresh)
 from tests.eventlib import load_event
+from tests.functions.aws.conftest import load_handler  # noqa: F401  (the fixture that imports the handler afresh)
 from tests.hardening.conftest import Client, tiny_request
 from tests.helpers import write_tiny_artifact
 
@@ -82,7 +82,13 @@ def test_every_request_leaves_one_json_log_line_with_id_model_and_version(run):
     access = [line for line in lines if line["logger"] == "slimserve.access"]
     by_id = {line["request_id"]: line for line in access}
     good = by_id["req-1-1"]
-    assert (good["method"], good["path"], good["status"], good["model"], good["version"]) == ("POST", "/v2/models/tiny/infer", 200, "tiny", "1")
+    assert (good["method"], good["path"], good["status"], good["model"], good["version"]) == (
+        "POST",
+        "/v2/models/tiny/infer",
+        200,
+        "tiny",
+        "1",
+    )
     assert good["duration_ms"] > 0 and good["level"] == "INFO" and good["time"].endswith("Z")
     bad = by_id[answers["bad0"][1]["x-request-id"]]
     assert bad["status"] == 400 and bad["model"] == "tiny"
@@ -105,7 +111,9 @@ def test_metrics_sum_all_workers_in_prometheus_text(run):
     assert value('slimserve_errors_total{code="400"}') == 4 and value('slimserve_errors_total{code="404"}') == 1
     total = answers["good_total"] + 3
     assert value('slimserve_request_duration_seconds_count{model="tiny",version="1"}') == total
-    buckets = [float(line.rsplit(" ", 1)[1]) for line in samples if line.startswith('slimserve_request_duration_seconds_bucket{model="tiny"')]
+    buckets = [
+        float(line.rsplit(" ", 1)[1]) for line in samples if line.startswith('slimserve_request_duration_seconds_bucket{model="tiny"')
+    ]
     assert buckets == sorted(buckets) and buckets[-1] == total  # cumulative, +Inf holds all
     assert "EVIL" not in text and "nosuchmodel" not in text
 

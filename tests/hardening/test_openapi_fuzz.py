@@ -37,8 +37,10 @@ MINIMUM_TOTAL = 500
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
     words = write_text_artifact(folder / "words", task="embedding")  # /v1/embeddings answers too, not only errs
-    running = RunningServer([write_tiny_artifact(folder / "tiny"), write_echo_artifact(folder / "echo"), words],
-                            env={"SLIMSERVE_API_KEY": KEY, "SLIMSERVE_WORKERS": "2", "SLIMSERVE_LOG_LEVEL": "WARNING"})  # fmt: skip
+    running = RunningServer(
+        [write_tiny_artifact(folder / "tiny"), write_echo_artifact(folder / "echo"), words],
+        env={"SLIMSERVE_API_KEY": KEY, "SLIMSERVE_WORKERS": "2", "SLIMSERVE_LOG_LEVEL": "WARNING"},
+    )
     yield running
     code, output = running.stop()
     assert "Traceback" not in output, output[-3000:]
@@ -48,20 +50,40 @@ def test_the_spec_is_served_and_describes_every_route(server):
     request = urllib.request.Request(f"http://{server.url}/v2/openapi.json", headers={"x-api-key": KEY})
     doc = json.load(urllib.request.urlopen(request))
     assert doc["openapi"].startswith("3.0")
-    assert {"/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer",
-            "/ping", "/invocations", "/metrics", "/v2/openapi.json", "/v1/embeddings", "/v1/models", "/v1/models/{model_id}"} <= set(doc["paths"])  # fmt: skip
+    assert {
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{model_name}/infer",
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+        "/ping",
+        "/invocations",
+        "/metrics",
+        "/v2/openapi.json",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/models/{model_id}",
+    } <= set(doc["paths"])
     assert doc["components"]["schemas"]["Error"]["required"] == ["error"]
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
     base = f"http://{server.url}"
-    schema = schemathesis.openapi.from_dict(json.load(urllib.request.urlopen(urllib.request.Request(f"{base}/v2/openapi.json", headers={"x-api-key": KEY}))))
+    schema = schemathesis.openapi.from_dict(
+        json.load(urllib.request.urlopen(urllib.request.Request(f"{base}/v2/openapi.json", headers={"x-api-key": KEY})))
+    )
     calls: list[str] = []
     failures: list[str] = []
 
     def run(operation, mode, count: int, headers: dict) -> None:
-        @settings(max_examples=count, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=count,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(operation.as_strategy(generation_mode=mode))
         def probe(case):
             calls.append(operation.label)
@@ -75,7 +97,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
         except Unsatisfiable:  # nothing to make invalid (no parameters, no body): negative mode has no case
             assert mode is GenerationMode.NEGATIVE
         for strategy in operation.get_strategies_from_examples():  # the spec's own examples: requests that work
-            settings(max_examples=1, deadline=None, database=None, suppress_health_check=list(HealthCheck))(given(strategy)(probe.hypothesis.inner_test))()
+            settings(max_examples=1, deadline=None, database=None, suppress_health_check=list(HealthCheck))(
+                given(strategy)(probe.hypothesis.inner_test)
+            )()
 
     for result in schema.get_all_operations():
         operation = result.ok()

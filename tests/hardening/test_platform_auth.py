@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT
 from tests.osls import ABSENT, OSLS, packaged_template
 from tests.tools import need
 
@@ -26,7 +25,7 @@ def of_type(template: dict, kind: str) -> dict[str, dict]:
 
 
 def test_every_http_route_needs_a_jwt_from_the_configured_issuer(template):
-    (authorizer_id, authorizer), = of_type(template, "AWS::ApiGatewayV2::Authorizer").items()
+    ((authorizer_id, authorizer),) = of_type(template, "AWS::ApiGatewayV2::Authorizer").items()
     assert authorizer["AuthorizerType"] == "JWT"
     assert authorizer["IdentitySource"] == ["$request.header.Authorization"]
     assert authorizer["JwtConfiguration"] == {"Issuer": ISSUER, "Audience": [AUDIENCE]}

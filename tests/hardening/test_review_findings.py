@@ -106,12 +106,33 @@ def test_a_lone_surrogate_in_bytes_json_is_a_400(body):
 
 @pytest.mark.parametrize(
     "body",
-    ['{"Records":[1]}', '{"detail-type":"Object Created","detail":"x"}', '{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":"b"}}]}',
-     '{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":7}}]}'],
-)  # fmt: skip
+    [
+        '{"Records":[1]}',
+        '{"detail-type":"Object Created","detail":"x"}',
+        '{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":"b"}}]}',
+        '{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":7}}]}',
+    ],
+)
 def test_an_sqs_body_of_the_wrong_shape_fails_alone(body):
-    event = {"Records": [{"messageId": "bad", "body": body}, {"messageId": "good", "body": json.dumps(
-        {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "k.npy"}}}]})}]}  # fmt: skip
+    event = {
+        "Records": [
+            {"messageId": "bad", "body": body},
+            {
+                "messageId": "good",
+                "body": json.dumps(
+                    {
+                        "Records": [
+                            {
+                                "eventSource": "aws:s3",
+                                "eventName": "ObjectCreated:Put",
+                                "s3": {"bucket": {"name": "b"}, "object": {"key": "k.npy"}},
+                            }
+                        ]
+                    }
+                ),
+            },
+        ]
+    }
     unwrapped = unwrap_sqs(event)
     assert list(unwrapped.rejected) == ["bad"] and [r.id for r in unwrapped.records] == ["good"]
 

@@ -20,10 +20,18 @@ from torch import nn
 def chain_model(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 4 * 4, 48), nn.ReLU(), nn.Dropout(0.1), nn.Linear(48, 4),
-    )  # fmt: skip
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 48),
+        nn.ReLU(),
+        nn.Dropout(0.1),
+        nn.Linear(48, 4),
+    )
 
 
 def blobs(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

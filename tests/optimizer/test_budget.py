@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from optimizer.budget import RUNTIME, Budget, Footprint, Room, budget_for, deflated_size, fit
 from infra import limits
-from slimserve.cli import main
+from optimizer.budget import RUNTIME, Budget, Footprint, Room, budget_for, deflated_size, fit
 from optimizer.pipeline import optimize
 from optimizer.search import decide, within_tolerance
 from shared.artifact.loading import load_artifact
 from shared.artifact.manifest import CandidateResult
+from slimserve.cli import main
 from tests.optimizer.conftest import FAST_TIMING, tiny_spec
 
 MB = 10**6
@@ -45,7 +45,9 @@ def test_fit_bundle_then_fetch_then_nowhere():
     assert fit(Footprint(MB, MB, MB), _budget()).delivery == "bundle"
     fetched = fit(Footprint(60 * MB, 55 * MB, 60 * MB), _budget())
     assert fetched.delivery == "fetch" and "left of the" in fetched.reason
-    assert fetched.cold_start_s == pytest.approx(1.5 + 60 / 100 + 60 / 75)  # S3 at 75 MB/s: Lambda's network binds 8 ranged reads (infra/limits.py)
+    assert fetched.cold_start_s == pytest.approx(
+        1.5 + 60 / 100 + 60 / 75
+    )  # S3 at 75 MB/s: Lambda's network binds 8 ranged reads (infra/limits.py)
     slow = fit(Footprint(400 * MB, 390 * MB, 400 * MB), _budget(tmp=1000 * MB))
     assert slow.delivery is None and "cold start" in slow.reason
     assert fit(Footprint(400 * MB, 390 * MB, 400 * MB), _budget(tmp=100 * MB)).reason.endswith("/tmp > 100.0 MB")
@@ -109,8 +111,20 @@ def test_decide_never_returns_nothing_and_names_the_closest():
 def test_a_model_over_the_budget_goes_to_the_endpoint_with_exit_code_0(tmp_path: Path, capsys):
     spec = tiny_spec(tmp_path / "project")
     out = tmp_path / "art"
-    code = main(["optimize", str(spec), "--out", str(out), "--max-bytes", "1000", "--quiet",
-                 "--candidates", "int8-static-qdq-minmax", "--direct-upload"])  # fmt: skip
+    code = main(
+        [
+            "optimize",
+            str(spec),
+            "--out",
+            str(out),
+            "--max-bytes",
+            "1000",
+            "--quiet",
+            "--candidates",
+            "int8-static-qdq-minmax",
+            "--direct-upload",
+        ]
+    )
     assert code == 0
     manifest = load_artifact(out).manifest
     assert (manifest.placement, manifest.delivery) == ("endpoint", "bundle")

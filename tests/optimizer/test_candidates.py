@@ -28,9 +28,16 @@ TOLERANCES = {
     "int8-static-qdq-percentile": (0.12, 0.995, 0.35),
     "int8-static-qdq-minmax-per-tensor": (0.12, 0.995, 0.35),
 }
-KERNELS = {"fp32": None, "fp16": None, "int8-dynamic": "ConvInteger", "int8-dynamic-per-tensor": "ConvInteger", "int8-static-qdq-minmax": "QuantizeLinear",
-           "int8-static-qdq-entropy": "QuantizeLinear", "int8-static-qdq-percentile": "QuantizeLinear",
-           "int8-static-qdq-minmax-per-tensor": "QuantizeLinear"}  # fmt: skip
+KERNELS = {
+    "fp32": None,
+    "fp16": None,
+    "int8-dynamic": "ConvInteger",
+    "int8-dynamic-per-tensor": "ConvInteger",
+    "int8-static-qdq-minmax": "QuantizeLinear",
+    "int8-static-qdq-entropy": "QuantizeLinear",
+    "int8-static-qdq-percentile": "QuantizeLinear",
+    "int8-static-qdq-minmax-per-tensor": "QuantizeLinear",
+}
 # candidates that change the model itself (training, compression) have their own tests on models they suit
 TESTED_ELSEWHERE = {
     "sparse-50-gz": "test_sparse.py",

@@ -22,7 +22,6 @@ from optimizer.pipeline import _with_distill
 from optimizer.progress import QUIET
 from optimizer.prune import narrow_chain
 from optimizer.signature import check_signature
-from optimizer.spec import load_spec
 from optimizer.torch_steps import Distill
 from optimizer.training_spec import FineTune
 from shared.artifact.loading import load_artifact
@@ -82,8 +81,14 @@ def test_a_user_given_student_of_another_shape_is_trained(project, tmp_path: Pat
     spec = _with_distill(spec, str(tmp_path / "student.pt"))
     assert spec.distill.student == tmp_path / "student.pt"
     dst = tmp_path / "student.onnx"
-    Distill().apply(reference, dst, _ctx(dataclasses.replace(spec, distill=dataclasses.replace(
-        spec.distill, training=FineTune(epochs=8, learning_rate=5e-3))), tmp_path / "w"))  # fmt: skip
+    Distill().apply(
+        reference,
+        dst,
+        _ctx(
+            dataclasses.replace(spec, distill=dataclasses.replace(spec.distill, training=FineTune(epochs=8, learning_rate=5e-3))),
+            tmp_path / "w",
+        ),
+    )
     assert count_parameters(dst) == 64 * 16 + 16 + 16 * 4 + 4
     evaluation = load_dataset(spec, "evaluation")
     got = task_metrics(spec.task, run_model(dst, evaluation, "logits"), run_model(reference, evaluation, "logits"), None)

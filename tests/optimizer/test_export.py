@@ -60,7 +60,11 @@ def _spec_with(tmp_path: Path, change, source: str = "pt"):
 MISMATCHES = {
     "input shape": (lambda r: r["inputs"][0].update(shape=[-1, 1, 8, 9]), "the model runs on [-1, 1, 8, 8]", "mat1 and mat2 shapes"),
     "output shape": (lambda r: r["outputs"][0].update(shape=[-1, 12]), "outputs[0].shape [-1, 12] does not match", ""),
-    "output dtype": (lambda r: r["outputs"][0].update(dtype="float16"), "outputs[0].dtype 'float16' does not match the model's 'float32'", ""),
+    "output dtype": (
+        lambda r: r["outputs"][0].update(dtype="float16"),
+        "outputs[0].dtype 'float16' does not match the model's 'float32'",
+        "",
+    ),
     "input rank": (lambda r: r["inputs"][0].update(shape=[-1, 64]), "the spec gives input [-1, 64]; the model runs on [-1, 1, 8, 8]", ""),
 }
 

@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 
 from optimizer import candidates as registry
-from slimserve.cli import main
 from optimizer.errors import CliError, SpecError
 from optimizer.pipeline import optimize
 from shared.artifact.loading import load_artifact
+from slimserve.cli import main
 from tests.optimizer.conftest import FAST_TIMING
 
 
@@ -73,8 +73,10 @@ def test_quiet_prints_a_plain_table_with_notes(tiny: Path, tmp_path: Path, capsy
     assert any("ConvInteger" in line for line in lines)  # the dynamic candidate's note names its kernels
     digest = __import__("hashlib").sha256((tmp_path / "art" / "manifest.json").read_bytes()).hexdigest()
     serving = manifest_extra(tmp_path / "art")["serving"]
-    memory = (f"slimserve: recommended memory {serving['recommended_memory_mb']} MB (peak RSS {serving['peak_rss_bytes'] / 2**20:,.0f} MiB "
-              f"at 1024 rows x 1.25); ${serving['cost']['x86_64']['per_million_usd']:.4f} per million requests on aws-lambda x86_64")
+    memory = (
+        f"slimserve: recommended memory {serving['recommended_memory_mb']} MB (peak RSS {serving['peak_rss_bytes'] / 2**20:,.0f} MiB "
+        f"at 1024 rows x 1.25); ${serving['cost']['x86_64']['per_million_usd']:.4f} per million requests on aws-lambda x86_64"
+    )
     assert lines[-3:-1] == [f"artifact: {tmp_path / 'art'}", f"{memory}; cold start ~{serving['cold_start']['total_s']:.2f} s"]
     pinned = f"slimserve: manifest sha256 {digest}; a copy in object storage is pinned as SLIMSERVE_ARTIFACT=PREFIX#sha256={digest}"
     assert lines[-1] == pinned

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from optimizer import report, table
-from slimserve.cli import main
 from optimizer.progress import Bars, counted, progress_for
 from shared.artifact.loading import load_artifact, sha256_of
+from slimserve.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -31,12 +31,22 @@ def _dense_model(path, width: int) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array(rng.random((64, width), dtype=np.float32), "w1"),
-               numpy_helper.from_array(rng.random((width, 10), dtype=np.float32), "w2")]
-    nodes = [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w1"], ["hidden"]),
-             helper.make_node("MatMul", ["hidden", "w2"], ["logits"])]
-    graph = helper.make_graph(nodes, "dense", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], weights)
+    weights = [
+        numpy_helper.from_array(rng.random((64, width), dtype=np.float32), "w1"),
+        numpy_helper.from_array(rng.random((width, 10), dtype=np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w1"], ["hidden"]),
+        helper.make_node("MatMul", ["hidden", "w2"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dense",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        weights,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 

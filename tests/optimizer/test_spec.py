@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from slimserve.cli import main
 from optimizer.data import load_dataset
 from optimizer.errors import SpecError
 from optimizer.spec import load_spec
+from slimserve.cli import main
 from tests.optimizer.conftest import ROOT
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slimserve.cli import main
 from optimizer.errors import SpecError
 from optimizer.spec import load_spec
 from optimizer.training_spec import Distill, FineTune
+from slimserve.cli import main
 
 
 def _with(spec_path: Path, **keys) -> Path:
@@ -28,8 +28,9 @@ def test_defaults_and_typed_settings(tiny: Path):
     spec = load_spec(tiny)
     assert (spec.prune, spec.distill, spec.data.train) == (FineTune(), Distill(), None)
     (tiny.parent / "student.pt").write_bytes(b"")
-    spec = load_spec(_with(tiny, prune={"epochs": 3, "alpha": 1}, distill={"width": 0.3, "temperature": 4, "student": "student.pt"},
-                           train="calib.npz"))  # fmt: skip
+    spec = load_spec(
+        _with(tiny, prune={"epochs": 3, "alpha": 1}, distill={"width": 0.3, "temperature": 4, "student": "student.pt"}, train="calib.npz")
+    )
     assert spec.prune == FineTune(epochs=3, alpha=1.0)
     assert spec.distill.width == 0.3 and spec.distill.training.temperature == 4.0 and spec.distill.training.epochs == 30
     assert spec.distill.student == tiny.parent / "student.pt" and spec.data.train == tiny.parent / "calib.npz"

@@ -26,7 +26,9 @@ BODY = json.dumps(tiny_request()).encode()
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    server = RunningServer([write_tiny_artifact(tmp_path_factory.mktemp("http") / "tiny")], env={"SLIMSERVE_WORKERS": "2", "SLIMSERVE_MAX_BODY_BYTES": "4096"})
+    server = RunningServer(
+        [write_tiny_artifact(tmp_path_factory.mktemp("http") / "tiny")], env={"SLIMSERVE_WORKERS": "2", "SLIMSERVE_MAX_BODY_BYTES": "4096"}
+    )
     yield server
     server.stop()
 
@@ -40,7 +42,7 @@ def exchange(server: RunningServer, raw: bytes, wait_s: float = 10.0) -> bytes:
             sock.sendall(raw)
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
-        except (socket.timeout, ConnectionResetError, BrokenPipeError):  # a refusal may close before we finish sending
+        except (TimeoutError, ConnectionResetError, BrokenPipeError):  # a refusal may close before we finish sending
             pass
     return b"".join(chunks)
 
@@ -61,7 +63,9 @@ def test_keep_alive_serves_many_requests_on_one_connection(served):
 
 def test_chunked_body(served):
     chunked = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (BODY[:10], BODY[10:])) + b"0\r\n\r\n"
-    raw = exchange(served, b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked)
+    raw = exchange(
+        served, b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked
+    )
     assert statuses(raw) == [200]
 
 
@@ -76,7 +80,11 @@ def test_expect_100_continue(served):
 
 POST = b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n"
 FRAMING = {
-    "content-length and chunked": (POST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, b"together are refused"),
+    "content-length and chunked": (
+        POST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+        b"together are refused",
+    ),
     "two content-lengths": (POST + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, b"Content-Length is invalid"),
     "negative content-length": (POST + b"Content-Length: -1\r\n\r\n", 400, b"Content-Length is invalid"),
     "superscript content-length": (POST + "Content-Length: ²\r\n\r\n".encode(), 400, b"Content-Length is invalid"),
@@ -85,7 +93,11 @@ FRAMING = {
     "gzip transfer coding": (POST + b"Transfer-Encoding: gzip\r\n\r\n", 501, b"not supported"),
     "bad chunk size": (POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400, b"Invalid chunk size"),
     "signed chunk size": (POST + b"Transfer-Encoding: chunked\r\n\r\n+a\r\n0123456789\r\n0\r\n\r\n", 400, b"Invalid chunk size"),
-    "chunk size with an underscore": (POST + b"Transfer-Encoding: chunked\r\n\r\n1_0\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n", 400, b"Invalid chunk size"),
+    "chunk size with an underscore": (
+        POST + b"Transfer-Encoding: chunked\r\n\r\n1_0\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n",
+        400,
+        b"Invalid chunk size",
+    ),
     "content-length over the limit": (POST + b"Content-Length: 5000\r\n\r\n", 413, b"over the limit of 4096 (SLIMSERVE_MAX_BODY_BYTES)"),
     "malformed request line": (b"POST /v2 HTTP/1.1 extra\r\n\r\n", 400, b"Start line is invalid"),
     "lowercase method": (b"get /v2 HTTP/1.1\r\n\r\n", 400, b"Malformed HTTP method"),
@@ -164,8 +176,13 @@ def test_a_port_in_use_is_one_line(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "slimserve", "serve", str(write_tiny_artifact(tmp_path / "tiny")), "--port", str(port)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "slimserve", "serve", str(write_tiny_artifact(tmp_path / "tiny")), "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"slimserve: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
 

@@ -54,7 +54,15 @@ def test_infer_matches_onnxruntime(client, tmp_path):
         ("POST", "/v2/models/tiny/infer", b"\xff\xfe", 400, "not valid JSON"),
         ("POST", "/v2/models/tiny/infer", "[" * 100000 + "]" * 100000, 413, "over the limit"),
         ("POST", "/v2/models/tiny/infer", "[" * 1500 + "]" * 1500, 400, "nested too deeply"),
-        ("POST", "/v2/models/tiny/infer", json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}], "outputs": [{"name": "nope"}]}), 400, "unknown output(s) nope"),
+        (
+            "POST",
+            "/v2/models/tiny/infer",
+            json.dumps(
+                {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}], "outputs": [{"name": "nope"}]}
+            ),
+            400,
+            "unknown output(s) nope",
+        ),
         ("POST", "/v2/models/nope/infer", infer_body([1, 2, 3, 4]), 404, "unknown model 'nope'"),
         ("POST", "/v2/models/tiny/versions/9/infer", infer_body([1, 2, 3, 4]), 404, "no version '9'"),
         ("GET", "/v2/models/nope", None, 404, "unknown model"),
@@ -102,7 +110,9 @@ def test_string_inputs_reach_the_graph_as_text(tmp_path):
     assert response.status_code == 200, response.json
     assert response.json["outputs"][0]["data"] == ["hi", "héllo"]
     bad = b'{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":5}}]}'
-    response = client.post("/v2/models/echo/infer", data=bad + b"\x01\0\0\0\xff", headers={"Inference-Header-Content-Length": str(len(bad))})
+    response = client.post(
+        "/v2/models/echo/infer", data=bad + b"\x01\0\0\0\xff", headers={"Inference-Header-Content-Length": str(len(bad))}
+    )
     assert response.status_code == 400 and "UTF-8" in response.json["error"]
 
 

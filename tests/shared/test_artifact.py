@@ -3,9 +3,9 @@ import json
 import pytest
 
 from shared.artifact.loading import load_artifact
+from shared.artifact.manifest import Manifest
 from shared.config import Settings
 from shared.errors import ArtifactError
-from shared.artifact.manifest import Manifest
 
 
 def edit_manifest(folder, **changes):

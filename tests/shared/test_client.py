@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -58,7 +57,9 @@ def test_invoke_text_and_json(served, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "count int64 [2]\n[3, 1]" in proc.stdout
 
-    (tmp_path / "req.json").write_text(json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}))
+    (tmp_path / "req.json").write_text(
+        json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
+    )
     proc = invoke(url, "tiny", "--json", str(tmp_path / "req.json"), "--version", "1")
     assert proc.returncode == 0, proc.stderr
     assert "logits float32 [1, 3]" in proc.stdout
@@ -69,7 +70,9 @@ def test_invoke_reports_a_client_error_once_with_the_server_message(served, tmp_
     np.save(tmp_path / "bad.npy", np.zeros((1, 5), np.float32))
     proc = invoke(url, "tiny", "--npy", str(tmp_path / "bad.npy"))
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "slimserve: error: 400 Bad Request: input 'input' has shape [1, 5], model 'tiny' expects [-1, 4] (-1 = any)"
+    assert (
+        proc.stderr.strip() == "slimserve: error: 400 Bad Request: input 'input' has shape [1, 5], model 'tiny' expects [-1, 4] (-1 = any)"
+    )
     proc = invoke(url, "nope", "--text", "x")
     assert proc.returncode == 1 and "404 Not Found: unknown model 'nope'; this server serves tiny, words" in proc.stderr
 
@@ -154,7 +157,9 @@ class Throttling:
         if self.refusals:
             status, retry_after = self.refusals.pop(0)
             headers = {"Retry-After": retry_after} if retry_after else {}
-            return Response(json.dumps({"error": "busy"}), status=status, headers=headers, mimetype="application/json")(environ, start_response)
+            return Response(json.dumps({"error": "busy"}), status=status, headers=headers, mimetype="application/json")(
+                environ, start_response
+            )
         return Response(json.dumps(ANSWER), mimetype="application/json")(environ, start_response)
 
     def stop(self):

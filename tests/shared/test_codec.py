@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from shared.errors import InvalidTensor, MalformedRequest
 from shared.protocol import codec
 from shared.protocol.codec import InferenceResponse
 from shared.protocol.datatypes import OIP_TO_NUMPY
-from shared.errors import InvalidTensor, MalformedRequest
 
 SAMPLES = {
     "BOOL": np.array([[True, False, True]]),

@@ -92,7 +92,9 @@ def test_an_inflated_model_may_read_no_external_data(tmp_path: Path):
     plain.unlink()
     manifest = read_manifest(folder)
     names = ["model.onnx.gz", "weights.bin"]
-    write_manifest(folder, dataclasses.replace(manifest, model_file="model.onnx.gz", files=file_entries(folder, names), extra={"inflated": entry}))
+    write_manifest(
+        folder, dataclasses.replace(manifest, model_file="model.onnx.gz", files=file_entries(folder, names), extra={"inflated": entry})
+    )
     artifact = load_artifact(folder)  # the compressed file itself is no protobuf to scan
     with pytest.raises(ArtifactError, match="reads external data from 'weights.bin'"):
         inflate.model_path(artifact, tmp_path / "cache")

@@ -83,7 +83,10 @@ def test_usage_counts_the_tokens_fed_after_truncation(client):
 def test_dimensions_are_refused_unless_they_are_the_models_own(client):
     assert embed(client, input="hello", dimensions=1).status_code == 200
     message = openai_error(embed(client, input="hello", dimensions=8), 400)
-    assert message == "'dimensions' is 8, but model 'words' gives 1-dimensional embeddings and cannot shorten them; leave 'dimensions' out or send 1"
+    assert (
+        message
+        == "'dimensions' is 8, but model 'words' gives 1-dimensional embeddings and cannot shorten them; leave 'dimensions' out or send 1"
+    )
     for bad in (True, 0, -3, 1.5, "1"):
         assert "'dimensions' must be a positive integer" in openai_error(embed(client, input="hello", dimensions=bad), 400)
 
@@ -119,7 +122,9 @@ def test_the_api_key_guards_v1_as_every_route(folders):
     client = Client(app_from_folders([str(folders[0])], api_key="k-123"))
     refused = client.get("/v1/models")
     assert "needs an API key" in openai_error(refused, 401) and refused.headers["WWW-Authenticate"].startswith("Bearer")
-    assert "not valid" in openai_error(client.post(EMBEDDINGS, json={"model": "words", "input": "hello"}, headers={"Authorization": "Bearer k-999"}), 401)
+    assert "not valid" in openai_error(
+        client.post(EMBEDDINGS, json={"model": "words", "input": "hello"}, headers={"Authorization": "Bearer k-999"}), 401
+    )
     answer = client.post(EMBEDDINGS, json={"model": "words", "input": "hello"}, headers={"Authorization": "Bearer k-123"})
     assert answer.status_code == 200 and answer.json["data"][0]["embedding"] == [2.0]
 
@@ -150,14 +155,26 @@ ATTACKS = {
     "a list in a list": ({"input": [["hello", "world"]]}, 400, "'input[0]' is an array: token ids are not accepted here"),
     "token ids": ({"input": [101, 7592, 102]}, 400, "'input[0]' is a number (101): token ids are not accepted here"),
     "1,000 nested lists": ({"input": "NESTED"}, 400, "nested too deeply: 1,001 levels, over SLIMSERVE_MAX_JSON_DEPTH=32"),
-    "an encoding_format of 5 MB": ({"input": "hello", "encoding_format": "b" * 5_000_000}, 400, "'encoding_format' must be 'float' or 'base64', not 'bbbb"),
-    "an encoding_format list": ({"input": "hello", "encoding_format": ["base64"] * 100_000}, 400, "'encoding_format' must be 'float' or 'base64', not an array"),
+    "an encoding_format of 5 MB": (
+        {"input": "hello", "encoding_format": "b" * 5_000_000},
+        400,
+        "'encoding_format' must be 'float' or 'base64', not 'bbbb",
+    ),
+    "an encoding_format list": (
+        {"input": "hello", "encoding_format": ["base64"] * 100_000},
+        400,
+        "'encoding_format' must be 'float' or 'base64', not an array",
+    ),
     "a lone surrogate": ({"input": ["hello", "\ud800"]}, 400, "'input[1]' is not valid Unicode: it holds an unpaired surrogate"),
     "an empty string": ({"input": ["hello", ""]}, 400, "'input[1]' is an empty string"),
     "an empty list": ({"input": []}, 400, "'input' is an empty list"),
     "no input": ({}, 400, "'input' is required"),
     "an object as input": ({"input": {"text": "hello"}}, 400, "'input' must be a string or a list of strings, not an object"),
-    "a number as model": ({"model": 7, "input": "hello"}, 400, "'model' must name a served model (GET /v1/models lists them), not a number (7)"),
+    "a number as model": (
+        {"model": 7, "input": "hello"},
+        400,
+        "'model' must name a served model (GET /v1/models lists them), not a number (7)",
+    ),
     "a 5,000-digit dimensions": ({"input": "hello", "dimensions": "DIGITS"}, 400, "holds a number JSON cannot carry here"),
     "a model name of 1 MB": ({"model": "m" * 1_000_000, "input": "hello"}, 404, "unknown model 'mmmm"),
 }

@@ -40,8 +40,13 @@ def artifact(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def handler(load_handler, artifact):
-    return load_handler(SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_OUTPUT=OUTPUT, SLIMSERVE_LOG_LEVEL="ERROR",
-                        POWERTOOLS_METRICS_NAMESPACE="slimserve", POWERTOOLS_LOG_LEVEL="ERROR")  # fmt: skip
+    return load_handler(
+        SLIMSERVE_ARTIFACT=str(artifact),
+        SLIMSERVE_OUTPUT=OUTPUT,
+        SLIMSERVE_LOG_LEVEL="ERROR",
+        POWERTOOLS_METRICS_NAMESPACE="slimserve",
+        POWERTOOLS_LOG_LEVEL="ERROR",
+    )
 
 
 @pytest.fixture
@@ -92,7 +97,9 @@ def counts(summary: str) -> dict[str, int]:
 
 
 def queue_depth(sqs, url: str) -> int:
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )
     return sum(int(v) for v in attributes["Attributes"].values())
 
 
@@ -168,16 +175,23 @@ def test_backfill_300_objects_15_corrupt_through_the_event_path(handler, s3, que
     for key in list(good)[::60]:
         doc = json.loads(s3.get_object(Bucket=OUT, Key=f"results/{key}.json")["Body"].read())
         probs = next(o for o in doc["outputs"] if o["name"] == "probs")
-        np.testing.assert_allclose(np.array(probs["data"]).reshape(probs["shape"]), session.run(["probs"], {"input": good[key]})[0], rtol=1e-6)
+        np.testing.assert_allclose(
+            np.array(probs["data"]).reshape(probs["shape"]), session.run(["probs"], {"input": good[key]})[0], rtol=1e-6
+        )
 
     code, out, _ = backfill(capsys, f"s3://{IN}/{prefix}/", "--queue", url, "--output", OUTPUT, "--quiet")
     assert code == 0 and counts(out) == {"listed": 316, "skipped": 301, "enqueued": 15, "failed": 0}, out
     again = []
     while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages"):
-        again += [r.key.partition(f"s3://{IN}/")[2] for r in unwrap_sqs({"Records": [{"messageId": m["MessageId"], "body": m["Body"]} for m in messages]}).records]
+        again += [
+            r.key.partition(f"s3://{IN}/")[2]
+            for r in unwrap_sqs({"Records": [{"messageId": m["MessageId"], "body": m["Body"]} for m in messages]}).records
+        ]
     assert sorted(again) == sorted(corrupt)
-    print(f"\nbackfill: 315 messages at {rate} messages/s; {invocations} invocations; 300 results written once each, "
-          f"15 in the DLQ after 2 receives; rerun enqueued 15")
+    print(
+        f"\nbackfill: 315 messages at {rate} messages/s; {invocations} invocations; 300 results written once each, "
+        f"15 in the DLQ after 2 receives; rerun enqueued 15"
+    )
 
 
 def test_results_inside_the_prefix_folders_and_what_has_a_result_are_never_sent(s3, queues, capsys):
@@ -185,7 +199,9 @@ def test_results_inside_the_prefix_folders_and_what_has_a_result_are_never_sent(
     sqs, url, _, _ = queues
     run = uuid.uuid4().hex[:8]
     x = npy(np.zeros((1, 4), np.float32))
-    put_all(s3, {f"{run}/a.npy": x, f"{run}/b c.npy": x, f"{run}/results/{run}/a.npy.json": b"{}", f"{run}/results/{run}/old.npy.json": b"{}"})
+    put_all(
+        s3, {f"{run}/a.npy": x, f"{run}/b c.npy": x, f"{run}/results/{run}/a.npy.json": b"{}", f"{run}/results/{run}/old.npy.json": b"{}"}
+    )
 
     code, out, _ = backfill(capsys, f"s3://{IN}/{run}/", "--queue", url, "--output", f"s3://{IN}/{run}/results", "--quiet")
 
@@ -194,7 +210,9 @@ def test_results_inside_the_prefix_folders_and_what_has_a_result_are_never_sent(
     messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
     body = json.loads(messages[0]["Body"])
     assert len(messages) == 1 and body["Records"][0]["s3"]["object"]["key"] == f"{run}/b+c.npy"  # encoded as S3 does
-    assert [r.key for r in unwrap_sqs({"Records": [{"messageId": "m", "body": messages[0]["Body"]}]}).records] == [f"s3://{IN}/{run}/b c.npy"]
+    assert [r.key for r in unwrap_sqs({"Records": [{"messageId": "m", "body": messages[0]["Body"]}]}).records] == [
+        f"s3://{IN}/{run}/b c.npy"
+    ]
 
 
 def test_dry_run_limit_and_since(s3, queues, capsys):
@@ -213,14 +231,17 @@ def test_dry_run_limit_and_since(s3, queues, capsys):
     assert code == 0 and "skipped 25 (25 older)" in out and counts(out)["enqueued"] == 0
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["--queue", "{missing}"], 1, "cannot send to queue .*NonExistentQueue"),
-    (["--queue", "{url}", "--since", "last tuesday"], 2, "--since 'last tuesday' is no date"),
-    (["--function-url", "http://127.0.0.1:9/"], 2, "give --queue"),
-    (["--queue", "{url}", "--output", ""], 2, "no output prefix"),
-    (["--queue", "{url}", "--output", "s3://" + IN], 2, "lies under the output prefix"),
-    (["--queue", "{url}", "--limit", "0"], 2, "--limit must be 1 or more"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--queue", "{missing}"], 1, "cannot send to queue .*NonExistentQueue"),
+        (["--queue", "{url}", "--since", "last tuesday"], 2, "--since 'last tuesday' is no date"),
+        (["--function-url", "http://127.0.0.1:9/"], 2, "give --queue"),
+        (["--queue", "{url}", "--output", ""], 2, "no output prefix"),
+        (["--queue", "{url}", "--output", "s3://" + IN], 2, "lies under the output prefix"),
+        (["--queue", "{url}", "--limit", "0"], 2, "--limit must be 1 or more"),
+    ],
+)
 def test_arguments_that_cannot_work_end_in_one_line(s3, queues, capsys, monkeypatch, args, code, message):
     _, url, _, _ = queues
     monkeypatch.delenv("SLIMSERVE_OUTPUT", raising=False)
@@ -235,4 +256,8 @@ def test_arguments_that_cannot_work_end_in_one_line(s3, queues, capsys, monkeypa
 def test_a_missing_bucket_is_one_line_and_exit_1(s3, queues, capsys):
     _, url, _, _ = queues
     code, out, err = backfill(capsys, "s3://no-such-bucket-here/incoming/", "--queue", url, "--output", OUTPUT)
-    assert code == 1 and not out and err == "slimserve: error: bucket 'no-such-bucket-here' of s3://no-such-bucket-here/incoming/ does not exist\n"
+    assert (
+        code == 1
+        and not out
+        and err == "slimserve: error: bucket 'no-such-bucket-here' of s3://no-such-bucket-here/incoming/ does not exist\n"
+    )

@@ -9,12 +9,11 @@ import json
 import re
 from pathlib import Path
 
+import cfnlint  # noqa: E402,F401  (the dev extra: always installed where the suite runs)
 import pytest
 
 from shared.batch.s3_sqs import unwrap_sqs
 from tests.conftest import ROOT
-
-import cfnlint  # noqa: E402,F401  (the dev extra: always installed where the suite runs)
 from tests.tools import need_module
 
 TEMPLATE = ROOT / "infra" / "aws" / "backfill.yaml"
@@ -51,8 +50,14 @@ def test_the_role_may_list_the_bucket_send_to_the_queue_and_run_its_own_children
     role = template["Resources"]["StateMachineRole"]["Properties"]
     statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
     actions = sorted(a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
-    assert actions == ["s3:ListBucket", "sqs:SendMessage", "states:DescribeExecution", "states:RedriveExecution",
-                       "states:StartExecution", "states:StopExecution"]  # fmt: skip
+    assert actions == [
+        "s3:ListBucket",
+        "sqs:SendMessage",
+        "states:DescribeExecution",
+        "states:RedriveExecution",
+        "states:StartExecution",
+        "states:StopExecution",
+    ]
     assert all(s["Resource"] != "*" for s in statements)
     assert {"Ref": "BatchQueueArn"} in [s["Resource"] for s in statements]
 
@@ -60,8 +65,12 @@ def test_the_role_may_list_the_bucket_send_to_the_queue_and_run_its_own_children
 def definition(template: dict) -> dict:
     """The definition with DefinitionSubstitutions applied, as Step Functions does at deploy."""
     props = template["Resources"]["StateMachine"]["Properties"]
-    values = {"Bucket": "slimserve-dev-123456789012-us-east-1", "QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
-              "DefaultPrefix": "incoming/", "OutputPrefix": "results/"}  # fmt: skip
+    values = {
+        "Bucket": "slimserve-dev-123456789012-us-east-1",
+        "QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+        "DefaultPrefix": "incoming/",
+        "OutputPrefix": "results/",
+    }
     assert set(props["DefinitionSubstitutions"]) == set(values)
     text = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], json.dumps(props["Definition"]))
     return json.loads(text)
@@ -80,8 +89,12 @@ def test_each_child_sends_what_the_batch_handler_reads(template):
     assert each["ItemReader"]["Resource"] == "arn:aws:states:::s3:listObjectsV2" and each["ItemBatcher"]["MaxItemsPerBatch"] == 10
     children = each["ItemProcessor"]["States"]
     keys = ["incoming/a b+c.npy", "incoming/ünï/x%20.npz", "incoming/folder/", "results/incoming/a b+c.npy.json", "incoming/z.jsonl"]
-    child_input = {"Items": [{"Key": k, "Size": 10, "Etag": '"abc"', "LastModified": "2024-01-01T00:00:00Z", "StorageClass": "STANDARD"} for k in keys],
-                   "BatchInput": each["ItemBatcher"]["BatchInput"]}  # fmt: skip
+    child_input = {
+        "Items": [
+            {"Key": k, "Size": 10, "Etag": '"abc"', "LastModified": "2024-01-01T00:00:00Z", "StorageClass": "STANDARD"} for k in keys
+        ],
+        "BatchInput": each["ItemBatcher"]["BatchInput"],
+    }
 
     entries = evaluate(children["Messages"]["Output"]["entries"], {"input": child_input})
 
@@ -89,7 +102,11 @@ def test_each_child_sends_what_the_batch_handler_reads(template):
     event = {"Records": [{"messageId": e["Id"], "body": e["MessageBody"]} for e in entries]}
     unwrapped = unwrap_sqs(event, "s3://slimserve-dev-123456789012-us-east-1/results/")
     bucket = "s3://slimserve-dev-123456789012-us-east-1/"
-    assert [r.key for r in unwrapped.records] == [bucket + "incoming/a b+c.npy", bucket + "incoming/ünï/x%20.npz", bucket + "incoming/z.jsonl"]
+    assert [r.key for r in unwrapped.records] == [
+        bucket + "incoming/a b+c.npy",
+        bucket + "incoming/ünï/x%20.npz",
+        bucket + "incoming/z.jsonl",
+    ]
     assert not unwrapped.rejected
     assert evaluate(children["AnyToSend"]["Choices"][0]["Condition"], {"input": {"entries": entries}}) is True
     nothing = evaluate(children["Messages"]["Output"]["entries"], {"input": {**child_input, "Items": child_input["Items"][2:4]}})

@@ -74,9 +74,18 @@ def test_one_invocation_with_a_zip_bomb_and_a_long_record_stays_bounded(aws, art
     keys = [*inputs, "incoming/bomb.npz"]
     event = sqs_event([s3_notification(BUCKET, [key]) for key in keys], message_ids=[f"m{i}" for i in range(len(keys))])
     (tmp_path / "event.json").write_text(json.dumps(event))
-    env = {**os.environ, **aws.env, "SLIMSERVE_ARTIFACT": str(artifact), "SLIMSERVE_OUTPUT": f"s3://{BUCKET}/results",
-           "SLIMSERVE_BATCH_MAX_SIZE": "64", "POWERTOOLS_METRICS_NAMESPACE": "slimserve", "SLIMSERVE_LOG_LEVEL": "WARNING"}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / "event.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        **aws.env,
+        "SLIMSERVE_ARTIFACT": str(artifact),
+        "SLIMSERVE_OUTPUT": f"s3://{BUCKET}/results",
+        "SLIMSERVE_BATCH_MAX_SIZE": "64",
+        "POWERTOOLS_METRICS_NAMESPACE": "slimserve",
+        "SLIMSERVE_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN, str(tmp_path / "event.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"peak RSS {outcome['peak_rss'] / 2**20:.0f} MiB; bomb {len(payload):,} bytes -> {2 * GIB:,} inflated")

@@ -35,9 +35,13 @@ def artifact(tmp_path_factory):
 @pytest.fixture(scope="module")
 def handler(load_handler, artifact):
     return load_handler(
-        SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_OUTPUT=OUTPUT, SLIMSERVE_BATCH_MAX_SIZE="64", SLIMSERVE_LOG_LEVEL="WARNING",
-        POWERTOOLS_METRICS_NAMESPACE="slimserve", POWERTOOLS_LOG_LEVEL="WARNING",
-    )  # fmt: skip
+        SLIMSERVE_ARTIFACT=str(artifact),
+        SLIMSERVE_OUTPUT=OUTPUT,
+        SLIMSERVE_BATCH_MAX_SIZE="64",
+        SLIMSERVE_LOG_LEVEL="WARNING",
+        POWERTOOLS_METRICS_NAMESPACE="slimserve",
+        POWERTOOLS_LOG_LEVEL="WARNING",
+    )
 
 
 @pytest.fixture
@@ -143,11 +147,16 @@ def test_sqs_round_trip_sends_bad_inputs_to_the_dead_letter_queue(handler, s3, a
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_notification_configuration(
         Bucket=bucket,
-        NotificationConfiguration={"QueueConfigurations": [{
-            "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}},
-        }]},
-    )  # fmt: skip
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}},
+                }
+            ]
+        },
+    )
     prefix = f"incoming/{name}"
     corrupt = {2, 9, 15}
     for i in range(20):
@@ -160,7 +169,9 @@ def test_sqs_round_trip_sends_bad_inputs_to_the_dead_letter_queue(handler, s3, a
     receives: dict[str, int] = {}
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], WaitTimeSeconds=1).get("Messages", [])
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], WaitTimeSeconds=1).get(
+            "Messages", []
+        )
         for m in messages:
             receives[m["MessageId"]] = int(m["Attributes"]["ApproximateReceiveCount"])
         if messages:
@@ -170,7 +181,9 @@ def test_sqs_round_trip_sends_bad_inputs_to_the_dead_letter_queue(handler, s3, a
             if done:
                 sqs.delete_message_batch(QueueUrl=queue_url, Entries=done)
             continue
-        counts = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        counts = sqs.get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )
         if counts["Attributes"] == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}:
             break
 

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.osls import ABSENT, OSLS, packaged_template
+from tests.osls import packaged_template
 
 pytestmark = pytest.mark.usefixtures("osls_cli")
 
@@ -70,8 +70,12 @@ def test_queue_dead_letters_and_the_function_reports_partial_failures(template):
 
 def test_each_role_holds_only_what_its_function_needs(template):
     batch = {s["Sid"]: s for s in statements(template, "BatchRole")}
-    assert batch["ReadInputsOnly"]["Action"] == "s3:GetObject" and json.dumps(batch["ReadInputsOnly"]["Resource"]).endswith('"/incoming/*"]]}')
-    assert batch["WriteResultsOnly"]["Action"] == "s3:PutObject" and json.dumps(batch["WriteResultsOnly"]["Resource"]).endswith('"/results/*"]]}')
+    assert batch["ReadInputsOnly"]["Action"] == "s3:GetObject" and json.dumps(batch["ReadInputsOnly"]["Resource"]).endswith(
+        '"/incoming/*"]]}'
+    )
+    assert batch["WriteResultsOnly"]["Action"] == "s3:PutObject" and json.dumps(batch["WriteResultsOnly"]["Resource"]).endswith(
+        '"/results/*"]]}'
+    )
     assert refs(batch["ConsumeTheBatchQueueOnly"]["Resource"]) == {"BatchQueue"}
     assert not any("*" == s.get("Resource") or "s3:*" in json.dumps(s["Action"]) for s in batch.values())
     http_actions = json.dumps([s["Action"] for s in statements(template, "IamRoleLambdaExecution")])

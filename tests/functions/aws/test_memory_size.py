@@ -43,8 +43,15 @@ def test_a_number_overrides_the_recommendation(artifact, tmp_path):
 
 def test_a_bad_memory_size_is_one_line(artifact, tmp_path):
     service = service_folder(tmp_path / "service")
-    proc = run_osls(service, "package", "--package", str(tmp_path / "out"), "--param=buildBundle=false",
-                    f"--param=bundleArtifact={artifact}", "--param=memorySize=lots")
+    proc = run_osls(
+        service,
+        "package",
+        "--package",
+        str(tmp_path / "out"),
+        "--param=buildBundle=false",
+        f"--param=bundleArtifact={artifact}",
+        "--param=memorySize=lots",
+    )
     said = proc.stdout + proc.stderr
     assert proc.returncode != 0 and 'the memorySize param "lots" must be auto or a whole number of MB from 128 to 10240' in said
     assert "Traceback" not in said and "    at " not in said

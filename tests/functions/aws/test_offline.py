@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from tests.tools import need
 
 OSLS = ROOT / "node_modules" / ".bin" / "osls"
 PLUGIN = ROOT / "node_modules" / "serverless-offline"
+
 
 @pytest.fixture(autouse=True, scope="module")  # before the module-scoped server it guards
 def _serverless_offline():
@@ -42,8 +42,13 @@ def offline(tmp_path_factory):
     }
     proc = subprocess.Popen(
         [str(OSLS), "offline", "start", "--config", "serverless.offline.yml"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/v2/health/live", proc, timeout=90)
         yield f"http://127.0.0.1:{port}", artifact

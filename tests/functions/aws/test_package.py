@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.bundle.builds import tiny_artifact
-from tests.osls import ABSENT, OSLS, run_osls, service_folder
+from tests.osls import run_osls, service_folder
 from tests.tools import need
 
 pytestmark = pytest.mark.usefixtures("osls_cli")

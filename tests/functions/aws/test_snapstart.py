@@ -8,7 +8,6 @@ import random
 import sys
 
 import numpy as np
-import pytest
 
 from shared.boot import snapstart
 from shared.boot.build import start

@@ -71,9 +71,26 @@ def azurite(tmp_path_factory) -> str:
         need("Azurite (node_modules/.bin/azurite-*)", False, "run `npm ci` (make test does), which needs node")
     blob, queue, table = free_port(), free_port(), free_port()
     workdir = tmp_path_factory.mktemp("azurite")
-    cmd = [str(AZURITE), "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent",
-           "--blobHost", "127.0.0.1", "--blobPort", str(blob),
-           "--queueHost", "127.0.0.1", "--queuePort", str(queue), "--tableHost", "127.0.0.1", "--tablePort", str(table)]
+    cmd = [
+        str(AZURITE),
+        "--inMemoryPersistence",
+        "--skipApiVersionCheck",
+        "--loose",
+        "--disableTelemetry",
+        "--silent",
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(blob),
+        "--queueHost",
+        "127.0.0.1",
+        "--queuePort",
+        str(queue),
+        "--tableHost",
+        "127.0.0.1",
+        "--tablePort",
+        str(table),
+    ]
     log = open(workdir / "azurite.log", "wb")
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:

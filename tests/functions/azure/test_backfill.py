@@ -35,7 +35,9 @@ def blobs(azurite) -> BlobServiceClient:
 @pytest.fixture(scope="module")
 def functions(load_function_app, tmp_path_factory, azurite, blobs):
     artifact = write_tiny_artifact(tmp_path_factory.mktemp("artifact") / "tiny")
-    return load_function_app(SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_OUTPUT=OUTPUT, SLIMSERVE_INPUT_CONTAINER=INPUTS, AzureWebJobsStorage=azurite)[1]
+    return load_function_app(
+        SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_OUTPUT=OUTPUT, SLIMSERVE_INPUT_CONTAINER=INPUTS, AzureWebJobsStorage=azurite
+    )[1]
 
 
 @pytest.fixture
@@ -63,7 +65,9 @@ def run_host(functions, connection: str, deadline_s: float = 30.0) -> tuple[int,
     while time.monotonic() < deadline:
         received = list(queue.receive_messages(max_messages=16, visibility_timeout=1))
         for message in received:
-            delivered = QueueMessage(id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt)
+            delivered = QueueMessage(
+                id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt
+            )
             try:
                 functions["on_queue"](delivered)
             except RecordFailed:

@@ -42,8 +42,14 @@ def run(tmp_path):
 
 
 def test_creates_storage_app_settings_and_publishes_the_app_root(run, tmp_path):
-    proc, calls = run(RESOURCE_GROUP="rg", APP="app", STORAGE_ACCOUNT="sa", SLIMSERVE_OUTPUT="azure://out/results",
-                      SLIMSERVE_ARTIFACT="azure://models/a/1", ARTIFACT_SHA256="b" * 64)
+    proc, calls = run(
+        RESOURCE_GROUP="rg",
+        APP="app",
+        STORAGE_ACCOUNT="sa",
+        SLIMSERVE_OUTPUT="azure://out/results",
+        SLIMSERVE_ARTIFACT="azure://models/a/1",
+        ARTIFACT_SHA256="b" * 64,
+    )
     assert proc.returncode == 0, proc.stderr
     commands = [(c[0], *c[2:4]) for c in calls]
     created = {(c[2], c[3], c[c.index("--name") + 1]) for c in calls if c[0] == "az" and "create" in c[2:5] and "--name" in c}
@@ -52,8 +58,13 @@ def test_creates_storage_app_settings_and_publishes_the_app_root(run, tmp_path):
     create = next(c for c in calls if c[2:4] == ["functionapp", "create"])
     assert {"--runtime", "python", "--runtime-version", "3.12", "--functions-version", "4", "--os-type", "Linux"} <= set(create)
     settings = next(c for c in calls if c[2:5] == ["functionapp", "config", "appsettings"])
-    assert {"SLIMSERVE_INPUT_CONTAINER=incoming", "SLIMSERVE_INPUT_QUEUE=slimserve-requests", "SLIMSERVE_OUTPUT=azure://out/results",
-            "SLIMSERVE_ARTIFACT=azure://models/a/1", "SLIMSERVE_ARTIFACT_SHA256=" + "b" * 64} <= set(settings)
+    assert {
+        "SLIMSERVE_INPUT_CONTAINER=incoming",
+        "SLIMSERVE_INPUT_QUEUE=slimserve-requests",
+        "SLIMSERVE_OUTPUT=azure://out/results",
+        "SLIMSERVE_ARTIFACT=azure://models/a/1",
+        "SLIMSERVE_ARTIFACT_SHA256=" + "b" * 64,
+    } <= set(settings)
     publish = next(c for c in calls if c[0] == "func")
     assert publish[1] == str(tmp_path / "app") and publish[2:] == ["azure", "functionapp", "publish", "app", "--python"]
     assert commands.index(("func", "azure", "functionapp")) > commands.index(("az", "functionapp", "config"))

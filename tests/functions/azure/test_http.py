@@ -42,8 +42,14 @@ def in_process(artifact):
 def request(method: str, path: str, body: bytes = b"", headers: dict | None = None) -> func.HttpRequest:
     """What the host hands the function for `path` with routePrefix "" and route v2/{*route}; the
     function key arrives in the query string and must not disturb routing."""
-    return func.HttpRequest(method, f"{HOST}{path}?code=function-key", headers=headers or {}, params={"code": "function-key"},
-                            route_params={"route": path.removeprefix("/v2").lstrip("/")}, body=body)
+    return func.HttpRequest(
+        method,
+        f"{HOST}{path}?code=function-key",
+        headers=headers or {},
+        params={"code": "function-key"},
+        route_params={"route": path.removeprefix("/v2").lstrip("/")},
+        body=body,
+    )
 
 
 def json_of(response: func.HttpResponse) -> dict:
@@ -105,8 +111,12 @@ def test_unavailable_endpoint_answers_503_with_retry_after_not_a_bare_500(load_f
     """func.WsgiMiddleware raises on every 5xx, which the host turns into an empty 500; the adapter keeps
     the app's answer, so clients see {"error"} and the Retry-After they back off on."""
     _, functions = load_function_app(
-        SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_PLACEMENT="endpoint", SLIMSERVE_FALLBACK="off",
-        SLIMSERVE_ENDPOINT_TRANSPORT="http", SLIMSERVE_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", SLIMSERVE_ENDPOINT_RETRIES="0",
+        SLIMSERVE_ARTIFACT=str(artifact),
+        SLIMSERVE_PLACEMENT="endpoint",
+        SLIMSERVE_FALLBACK="off",
+        SLIMSERVE_ENDPOINT_TRANSPORT="http",
+        SLIMSERVE_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        SLIMSERVE_ENDPOINT_RETRIES="0",
     )
     body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 0]}]}).encode()
     response = functions["http"](request("POST", "/v2/models/tiny/infer", body, {"Content-Type": "application/json"}))
@@ -133,13 +143,24 @@ def test_openai_embeddings_through_the_openai_function(load_function_app, tmp_pa
 
     def send(req: httpx2.Request) -> httpx2.Response:
         path = req.url.path
-        call = func.HttpRequest(req.method, f"{HOST}{path}", headers=dict(req.headers), params={},
-                                route_params={"route": path.removeprefix("/v1/")}, body=req.content)  # fmt: skip
+        call = func.HttpRequest(
+            req.method,
+            f"{HOST}{path}",
+            headers=dict(req.headers),
+            params={},
+            route_params={"route": path.removeprefix("/v1/")},
+            body=req.content,
+        )
         response = functions["openai"](call)
         return httpx2.Response(response.status_code, headers=dict(response.headers), content=response.get_body())
 
-    client = openai.OpenAI(base_url=f"{HOST}/v1", api_key="unused", default_headers={"x-functions-key": "function-key"},
-                           http_client=httpx2.Client(transport=httpx2.MockTransport(send)), max_retries=0)  # fmt: skip
+    client = openai.OpenAI(
+        base_url=f"{HOST}/v1",
+        api_key="unused",
+        default_headers={"x-functions-key": "function-key"},
+        http_client=httpx2.Client(transport=httpx2.MockTransport(send)),
+        max_retries=0,
+    )
     assert [m.id for m in client.models.list()] == ["words"]
     answer = client.embeddings.create(model="words", input=["hello world", "world"], encoding_format="float")
     assert [d.embedding for d in answer.data] == [[2.5], [1.5]] and answer.usage.prompt_tokens == 3

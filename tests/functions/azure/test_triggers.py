@@ -12,10 +12,10 @@ import json
 import time
 
 import azure.functions as func
-from azure.functions.queue import QueueMessage  # the func.QueueMessage the worker builds: it carries dequeue_count
 import numpy as np
 import onnxruntime as ort
 import pytest
+from azure.functions.queue import QueueMessage  # the func.QueueMessage the worker builds: it carries dequeue_count
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
@@ -43,15 +43,18 @@ def blobs(azurite) -> BlobServiceClient:
 @pytest.fixture(scope="module")
 def queue(azurite) -> QueueClient:
     # host.json's messageEncoding is base64, as the host expects by default: encode as the portal does.
-    client = QueueClient.from_connection_string(azurite, QUEUE, message_encode_policy=TextBase64EncodePolicy(),
-                                                message_decode_policy=TextBase64DecodePolicy())
+    client = QueueClient.from_connection_string(
+        azurite, QUEUE, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
+    )
     client.create_queue()
     return client
 
 
 @pytest.fixture(scope="module")
 def functions(load_function_app, artifact, azurite, blobs):
-    return load_function_app(SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_OUTPUT=OUTPUT, SLIMSERVE_INPUT_CONTAINER=INPUTS, AzureWebJobsStorage=azurite)[1]
+    return load_function_app(
+        SLIMSERVE_ARTIFACT=str(artifact), SLIMSERVE_OUTPUT=OUTPUT, SLIMSERVE_INPUT_CONTAINER=INPUTS, AzureWebJobsStorage=azurite
+    )[1]
 
 
 @pytest.fixture(autouse=True)
@@ -95,8 +98,13 @@ def blob_stream(blobs: BlobServiceClient, name: str) -> func.blob.InputStream:
 def delivered(queue: QueueClient, visibility_timeout: int = 30) -> QueueMessage:
     """The next message, received from Azurite and handed over as the host does (body base64-decoded)."""
     message = next(iter(queue.receive_messages(max_messages=1, visibility_timeout=visibility_timeout)))
-    return QueueMessage(id=message.id, body=message.content.encode(), dequeue_count=message.dequeue_count,
-                        pop_receipt=message.pop_receipt, insertion_time=message.inserted_on)
+    return QueueMessage(
+        id=message.id,
+        body=message.content.encode(),
+        dequeue_count=message.dequeue_count,
+        pop_receipt=message.pop_receipt,
+        insertion_time=message.inserted_on,
+    )
 
 
 def test_blob_trigger_writes_the_result_to_blob_storage(functions, blobs, reference):
@@ -159,4 +167,6 @@ def test_a_queue_message_naming_what_it_may_not_read_fails_alone(functions, queu
     with pytest.raises(RecordFailed) as failure:
         functions["on_queue"](message)
     queue.delete_message(message.id, message.pop_receipt)
-    assert failure.value.outcome.status == 400 and ("may name" in failure.value.outcome.error or "not this app's" in failure.value.outcome.error)
+    assert failure.value.outcome.status == 400 and (
+        "may name" in failure.value.outcome.error or "not this app's" in failure.value.outcome.error
+    )

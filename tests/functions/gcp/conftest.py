@@ -44,7 +44,7 @@ class Server:
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise TimeoutError(f"{cmd[0]} did not listen on {port} within 30 s:\n{self.output()}")
+                    raise TimeoutError(f"{cmd[0]} did not listen on {port} within 30 s:\n{self.output()}") from None
                 time.sleep(0.05)
 
     def output(self) -> str:
@@ -85,8 +85,19 @@ def start_function(bundle, tmp_path_factory):
         port = free_port()
         # Nor PYTHONPATH (a worktree run sets it): the bundle's own functions/ and shared/ must be what runs.
         base = {k: v for k, v in os.environ.items() if not k.startswith("SLIMSERVE_") and k != "PYTHONPATH"}
-        cmd = [str(BIN / "functions-framework"), "--target", target, "--source", SOURCE,
-               "--signature-type", signature_type, "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [
+            str(BIN / "functions-framework"),
+            "--target",
+            target,
+            "--source",
+            SOURCE,
+            "--signature-type",
+            signature_type,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         server = Server(cmd, port, bundle, {**base, "WORKERS": "1", "THREADS": "4", **env}, logs / f"{target}-{port}.log")
         servers.append(server)
         return server
@@ -117,10 +128,17 @@ def storage_cloudevent(bucket: str, name: str, event_id: str, event_type: str | 
     from `tests/events/gcs-object-finalized.json` with the bucket, name and ids moved together."""
     recorded = copy.deepcopy(_recorded("gcs-object-finalized"))
     headers, body = recorded["headers"], recorded["body"]
-    headers.update({"ce-id": event_id, "ce-source": f"//storage.googleapis.com/projects/_/buckets/{bucket}", "ce-subject": f"objects/{name}"})
+    headers.update(
+        {"ce-id": event_id, "ce-source": f"//storage.googleapis.com/projects/_/buckets/{bucket}", "ce-subject": f"objects/{name}"}
+    )
     if event_type:
         headers["ce-type"] = event_type
     generation, path = body["generation"], f"b/{bucket}/o/{quote(name, safe='')}"
-    body.update(name=name, bucket=bucket, id=f"{bucket}/{name}/{generation}", selfLink=f"https://www.googleapis.com/storage/v1/{path}",
-                mediaLink=f"https://storage.googleapis.com/download/storage/v1/{path}?generation={generation}&alt=media")
+    body.update(
+        name=name,
+        bucket=bucket,
+        id=f"{bucket}/{name}/{generation}",
+        selfLink=f"https://www.googleapis.com/storage/v1/{path}",
+        mediaLink=f"https://storage.googleapis.com/download/storage/v1/{path}?generation={generation}&alt=media",
+    )
     return headers, json.dumps(body).encode()

@@ -63,7 +63,10 @@ def test_backfill_a_bucket_prefix_through_the_storage_event_function(server, gcs
     assert code == 0, err + server.output()
     assert "listed 10, skipped 0, enqueued 10, failed 0" in out, out
     written = {b.name for b in gcs.list_blobs(OUT, prefix="results/")}
-    assert written == {f"results/bf/a {i}.npy.json" for i in range(8)} | {"results/bf/broken.npy.error.json", "results/bf/wide.npy.error.json"}
+    assert written == {f"results/bf/a {i}.npy.json" for i in range(8)} | {
+        "results/bf/broken.npy.error.json",
+        "results/bf/wide.npy.error.json",
+    }
 
     code, out, _ = backfill(capsys, f"gs://{IN}/bf/", "--function-url", f"http://{server.url}/", "--output", OUTPUT, "--quiet")
     assert code == 0 and "listed 10, skipped 8 (8 with a result), enqueued 2, failed 0" in out, out  # error files are no result
@@ -72,12 +75,24 @@ def test_backfill_a_bucket_prefix_through_the_storage_event_function(server, gcs
 def test_a_function_that_keeps_failing_is_retried_then_exit_1(start_function, gcs_emulator, gcs, env, capsys):
     """The model's endpoint is down: the function answers 500 (Eventarc would redeliver); so does the backfill,
     `--retries` times, then it stops and says so."""
-    down = start_function("on_storage_event", "cloudevent", STORAGE_EMULATOR_HOST=gcs_emulator, SLIMSERVE_OUTPUT=OUTPUT,
-                          SLIMSERVE_PLACEMENT="endpoint", SLIMSERVE_FALLBACK="off", SLIMSERVE_ENDPOINT_TRANSPORT="http",
-                          SLIMSERVE_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", SLIMSERVE_ENDPOINT_RETRIES="0")  # fmt: skip
+    down = start_function(
+        "on_storage_event",
+        "cloudevent",
+        STORAGE_EMULATOR_HOST=gcs_emulator,
+        SLIMSERVE_OUTPUT=OUTPUT,
+        SLIMSERVE_PLACEMENT="endpoint",
+        SLIMSERVE_FALLBACK="off",
+        SLIMSERVE_ENDPOINT_TRANSPORT="http",
+        SLIMSERVE_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        SLIMSERVE_ENDPOINT_RETRIES="0",
+    )
     gcs.bucket(IN).blob("later/x.npy").upload_from_string(npy(np.ones((1, 4), np.float32)))
 
-    code, out, err = backfill(capsys, f"gs://{IN}/later/", "--function-url", f"http://{down.url}/", "--output", OUTPUT, "--retries", "1", "--quiet")
+    code, out, err = backfill(
+        capsys, f"gs://{IN}/later/", "--function-url", f"http://{down.url}/", "--output", OUTPUT, "--retries", "1", "--quiet"
+    )
 
     assert code == 1 and "enqueued 0, failed 1" in out
-    assert re.search(r"slimserve: error: backfill stopped: 1 message\(s\) still failing after 1 retries: the function answered 500", err), err
+    assert re.search(r"slimserve: error: backfill stopped: 1 message\(s\) still failing after 1 retries: the function answered 500", err), (
+        err
+    )

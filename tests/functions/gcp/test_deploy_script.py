@@ -46,8 +46,13 @@ def run(tmp_path):
 
 
 def test_deploys_both_targets_authenticated_with_the_callers_settings(run):
-    proc, calls, env_file = run(PROJECT="p", INPUT_BUCKET="in-bucket", SLIMSERVE_OUTPUT="gs://out/results",
-                                SLIMSERVE_ARTIFACT=f"gs://models/a/1#sha256={PIN},gs://models/b/2#sha256={PIN}", SLIMSERVE_LOG_LEVEL="it's INFO")
+    proc, calls, env_file = run(
+        PROJECT="p",
+        INPUT_BUCKET="in-bucket",
+        SLIMSERVE_OUTPUT="gs://out/results",
+        SLIMSERVE_ARTIFACT=f"gs://models/a/1#sha256={PIN},gs://models/b/2#sha256={PIN}",
+        SLIMSERVE_LOG_LEVEL="it's INFO",
+    )
     assert proc.returncode == 0, proc.stderr
     http, batch, describe = calls
     for call in (http, batch):
@@ -55,11 +60,16 @@ def test_deploys_both_targets_authenticated_with_the_callers_settings(run):
         assert {"--gen2", "--runtime=python312", "--no-allow-unauthenticated", "--project=p", "--memory=2Gi"} <= set(call)
     assert http[2] == "slimserve-http" and {"--entry-point=http", "--trigger-http"} <= set(http)
     assert batch[2] == "slimserve-batch" and {"--entry-point=on_storage_event", "--retry", "--timeout=540s"} <= set(batch)
-    assert {"--trigger-event-filters=type=google.cloud.storage.object.v1.finalized", "--trigger-event-filters=bucket=in-bucket"} <= set(batch)
+    assert {"--trigger-event-filters=type=google.cloud.storage.object.v1.finalized", "--trigger-event-filters=bucket=in-bucket"} <= set(
+        batch
+    )
     assert describe[:3] == ["functions", "describe", "slimserve-http"]
     # Commas and quotes survive: the values reach the functions as they were set.
-    assert env_file == {"SLIMSERVE_ARTIFACT": f"gs://models/a/1#sha256={PIN},gs://models/b/2#sha256={PIN}", "SLIMSERVE_LOG_LEVEL": "it's INFO",
-                        "SLIMSERVE_OUTPUT": "gs://out/results"}
+    assert env_file == {
+        "SLIMSERVE_ARTIFACT": f"gs://models/a/1#sha256={PIN},gs://models/b/2#sha256={PIN}",
+        "SLIMSERVE_LOG_LEVEL": "it's INFO",
+        "SLIMSERVE_OUTPUT": "gs://out/results",
+    }
 
 
 def test_refuses_without_settings_or_a_bundle(run, tmp_path):

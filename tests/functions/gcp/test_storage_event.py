@@ -114,9 +114,15 @@ def test_failure_that_is_not_the_inputs_fault_is_a_function_error(start_function
     Eventarc redelivers instead of the input being written off."""
     down = f"http://127.0.0.1:{free_port()}"
     server = start_function(
-        "on_storage_event", "cloudevent", STORAGE_EMULATOR_HOST=gcs_emulator, SLIMSERVE_OUTPUT=OUTPUT,
-        SLIMSERVE_PLACEMENT="endpoint", SLIMSERVE_FALLBACK="off", SLIMSERVE_ENDPOINT_TRANSPORT="http",
-        SLIMSERVE_ENDPOINT_URL=down, SLIMSERVE_ENDPOINT_RETRIES="0",
+        "on_storage_event",
+        "cloudevent",
+        STORAGE_EMULATOR_HOST=gcs_emulator,
+        SLIMSERVE_OUTPUT=OUTPUT,
+        SLIMSERVE_PLACEMENT="endpoint",
+        SLIMSERVE_FALLBACK="off",
+        SLIMSERVE_ENDPOINT_TRANSPORT="http",
+        SLIMSERVE_ENDPOINT_URL=down,
+        SLIMSERVE_ENDPOINT_RETRIES="0",
     )
     gcs.bucket(IN).blob("incoming/later.npy").upload_from_string(npy(np.ones((2, 4), np.float32)))
     assert post_event(server, IN, "incoming/later.npy", "evt-later") == 500

@@ -45,9 +45,18 @@ def tiny_bert(folder: Path, *, hidden: int = 64, seed: int = 0, classes: int | N
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(folder / "tokenizer.json"))
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=1000, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=2 * hidden, max_position_embeddings=128, pad_token_id=0)  # fmt: skip
-    model = BertModel(config) if classes is None else BertForSequenceClassification(config.__class__(**config.to_dict(), num_labels=classes))
+    config = BertConfig(
+        vocab_size=1000,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
+    model = (
+        BertModel(config) if classes is None else BertForSequenceClassification(config.__class__(**config.to_dict(), num_labels=classes))
+    )
     model.eval().save_pretrained(str(folder), **({"max_shard_size": shard} if shard else {}))
     return folder
 

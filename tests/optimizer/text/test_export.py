@@ -76,7 +76,16 @@ def test_classification_exports_the_logits(tmp_path):
     spec = load_spec(tiny_project(tmp_path, task="classification"))
     path = export_fp32(spec, tmp_path / "reference.onnx")
     got = _embed(path, spec, TEXTS)
-    config = TextConfig.from_extra({"text": {"input": "text", "tokenizer": "t", "max_length": 128, "feeds": {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}}})
+    config = TextConfig.from_extra(
+        {
+            "text": {
+                "input": "text",
+                "tokenizer": "t",
+                "max_length": 128,
+                "feeds": {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"},
+            }
+        }
+    )
     feeds = TextEncoder(config, (spec.source.path / "tokenizer.json").read_text()).encode(TEXTS)
     model = AutoModelForSequenceClassification.from_pretrained(str(spec.source.path)).eval()
     with torch.no_grad():

@@ -39,8 +39,13 @@ def big_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLIMSERVE_EXTERNAL_DATA_BYTES", THRESHOLD)
         spec = tiny_project(tmp, tolerance=0.2, shard="100KB")
-        return optimize(spec, out=tmp / "artifact", quiet=True, candidates=("int4-weight-only-b128",),
-                        timing=TimingConfig(warmup=1, runs=3, max_seconds=0.2))  # fmt: skip
+        return optimize(
+            spec,
+            out=tmp / "artifact",
+            quiet=True,
+            candidates=("int4-weight-only-b128",),
+            timing=TimingConfig(warmup=1, runs=3, max_seconds=0.2),
+        )
 
 
 def test_the_source_is_sharded_safetensors(big_artifact: Path):
@@ -87,8 +92,14 @@ def test_a_missing_data_file_is_refused_in_one_line(big_artifact: Path, tmp_path
     (folder / "model.onnx.data").unlink()
     with pytest.raises(ArtifactError, match=r"model.onnx.data is listed in the manifest but missing"):
         load_artifact(folder)
-    proc = subprocess.run([sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0"], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "model.onnx.data is listed in the manifest but missing" in proc.stderr
 
@@ -101,8 +112,14 @@ def test_an_unlisted_data_file_is_refused_in_one_line(big_artifact: Path, tmp_pa
     write_manifest(folder, Manifest.from_dict(raw))
     with pytest.raises(ArtifactError, match=r"reads external data from 'model.onnx.data', which the manifest does not list"):
         load_artifact(folder)
-    proc = subprocess.run([sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0"], check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "slimserve", "serve", str(folder), "--port", "0"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 

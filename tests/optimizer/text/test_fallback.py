@@ -11,7 +11,7 @@ import torch
 
 from optimizer import candidates as registry
 from optimizer.data import load_dataset
-from optimizer.evaluate import TimingConfig, Reference, measure
+from optimizer.evaluate import Reference, TimingConfig, measure
 from optimizer.export import export_fp32
 from optimizer.fallback import SUFFIX, _smallest_passing, repair, worth_repairing
 from optimizer.pipeline import optimize
@@ -58,7 +58,9 @@ def test_the_most_sensitive_layer_is_kept_and_the_repair_holds_on_held_out_data(
     path = repaired.build(reference_path, ctx)
     fixed = measure(path, reference, FAST)
     assert fixed.metrics["drop"] <= spec.tolerance  # decided on calibration data, holds on evaluation data
-    bits = {n.name: next(a.i for a in n.attribute if a.name == "bits") for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits"}
+    bits = {
+        n.name: next(a.i for a in n.attribute if a.name == "bits") for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits"
+    }
     assert bits[FRAGILE + "_Q8"] == 8 and sum(b == 4 for b in bits.values()) >= 12 - len(kept)
 
 
@@ -77,8 +79,13 @@ def _result(name, size, ok, latency=1.0):
 
 
 def test_only_candidates_that_could_still_win_are_repaired():
-    results = [_result("fp32", 100, True), _result("int8", 30, True), _result("int4", 15, False), _result("big", 40, False),
-               CandidateResult("broken", 0, {}, 0.0, False, "failed: x")]  # fmt: skip
+    results = [
+        _result("fp32", 100, True),
+        _result("int8", 30, True),
+        _result("int4", 15, False),
+        _result("big", 40, False),
+        CandidateResult("broken", 0, {}, 0.0, False, "failed: x"),
+    ]
     assert [r.name for r in worth_repairing(results, "size")] == ["int4"]  # "big" cannot beat int8's 30 bytes
     assert [r.name for r in worth_repairing(results[:1] + results[2:4], "size")] == ["int4", "big"]
     assert worth_repairing(results, "accuracy") == []  # fp32 wins accuracy; a repair cannot beat it

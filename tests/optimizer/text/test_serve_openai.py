@@ -57,7 +57,9 @@ def test_the_openai_client_against_slimserve_serve(tiny_bert_artifact, tiny_bert
     floats = client.embeddings.create(model="tiny-bert", input=TEXTS, encoding_format="float", dimensions=64)
     got = np.array([d.embedding for d in packed.data], dtype=np.float32)
     assert got.shape == (4, 64) and [d.index for d in packed.data] == [0, 1, 2, 3] and packed.model == "tiny-bert"
-    np.testing.assert_array_equal(np.array([d.embedding for d in floats.data], dtype=np.float32), got)  # shortest float32 decimals round-trip
+    np.testing.assert_array_equal(
+        np.array([d.embedding for d in floats.data], dtype=np.float32), got
+    )  # shortest float32 decimals round-trip
 
     oip = oip_embeddings(server.url, TEXTS)
     assert np.min(cosines(got, oip)) >= 0.9999
@@ -84,7 +86,9 @@ def lambda_transport(handler) -> httpx2.MockTransport:
     def send(request: httpx2.Request) -> httpx2.Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         body = request.content.decode("utf-8") if request.content else None  # JSON travels as text, not base64
-        event = load_event("apigw-v2-post-json", method=request.method, path=request.url.path, query=request.url.query.decode(), headers=headers, body=body)
+        event = load_event(
+            "apigw-v2-post-json", method=request.method, path=request.url.path, query=request.url.query.decode(), headers=headers, body=body
+        )
         answer = handler.http(event, None)
         content = base64.b64decode(answer["body"]) if answer.get("isBase64Encoded") else answer.get("body", "").encode()
         return httpx2.Response(answer["statusCode"], headers=answer["headers"], content=content)
@@ -95,14 +99,22 @@ def lambda_transport(handler) -> httpx2.MockTransport:
 def test_the_openai_client_through_the_lambda_handler(tiny_bert_artifact, load_handler):  # noqa: F811
     handler = load_handler(SLIMSERVE_ARTIFACT=str(tiny_bert_artifact))
     http = httpx2.Client(transport=lambda_transport(handler), base_url="https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com")
-    client = openai.OpenAI(base_url="https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/v1", api_key="a-jwt", http_client=http, max_retries=0)
+    client = openai.OpenAI(
+        base_url="https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/v1", api_key="a-jwt", http_client=http, max_retries=0
+    )
 
     assert [m.id for m in client.models.list()] == ["tiny-bert"]
     answer = client.embeddings.create(model="tiny-bert", input=TEXTS)
     got = np.array([d.embedding for d in answer.data], dtype=np.float32)
 
-    oip = handler.http(load_event("apigw-v2-post-json", path="/v2/models/tiny-bert/infer",
-                                  body={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [4], "data": TEXTS}]}), None)  # fmt: skip
+    oip = handler.http(
+        load_event(
+            "apigw-v2-post-json",
+            path="/v2/models/tiny-bert/infer",
+            body={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [4], "data": TEXTS}]},
+        ),
+        None,
+    )
     (output,) = json.loads(oip["body"])["outputs"]
     want = np.array(output["data"], dtype=np.float32).reshape(output["shape"])
     assert np.min(cosines(got, want)) >= 0.9999

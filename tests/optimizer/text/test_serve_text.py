@@ -70,7 +70,12 @@ def test_a_text_manifest_that_does_not_hold_together_is_refused(tiny_bert_artifa
             TextConfig.from_extra({"text": bad})
     from dataclasses import replace
 
-    renamed = replace(artifact, manifest=replace(artifact.manifest, extra={**artifact.manifest.extra, "text": {**artifact.manifest.extra["text"], "input": "words"}}))
+    renamed = replace(
+        artifact,
+        manifest=replace(
+            artifact.manifest, extra={**artifact.manifest.extra, "text": {**artifact.manifest.extra["text"], "input": "words"}}
+        ),
+    )
     with pytest.raises(ArtifactError, match="extra.text.input 'words' is not a BYTES input"):
         LocalModel.load(renamed, str(tmp_path / "cache"))
     model = LocalModel.load(artifact, str(tmp_path / "cache"))

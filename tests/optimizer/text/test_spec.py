@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slimserve.cli import main
 from optimizer.errors import SpecError
 from optimizer.spec import load_spec
+from slimserve.cli import main
 
 
 def _write(tmp: Path, spec: Path, **changes) -> Path:
@@ -26,7 +26,9 @@ def _write(tmp: Path, spec: Path, **changes) -> Path:
 
 
 def test_a_folder_source_parses_with_its_options(tiny_bert_spec, tmp_path):
-    spec = load_spec(_write(tmp_path, tiny_bert_spec, source={"transformers": str(tiny_bert_spec.parent / "bert"), "max_length": 32, "pooling": "cls"}))
+    spec = load_spec(
+        _write(tmp_path, tiny_bert_spec, source={"transformers": str(tiny_bert_spec.parent / "bert"), "max_length": 32, "pooling": "cls"})
+    )
     assert spec.source.kind == "transformers" and spec.source.path == tiny_bert_spec.parent / "bert"
     assert (spec.source.text.max_length, spec.source.text.pooling, spec.source.text.normalize) == (32, "cls", True)
 
@@ -66,7 +68,10 @@ def test_a_folder_without_tokenizer_or_config_is_refused(tiny_bert_spec, tmp_pat
     [
         ([{"name": "text", "dtype": "int64", "shape": [-1]}], r"inputs\[0\] dtype 'int64': a transformers source takes texts"),
         ([{"name": "text", "dtype": "string", "shape": [-1, 8]}], r"inputs\[0\] shape \[-1, 8\]: texts come as \[-1\]"),
-        ([{"name": "a", "dtype": "string", "shape": [-1]}, {"name": "b", "dtype": "string", "shape": [-1]}], r"inputs a transformers source takes one text input"),
+        (
+            [{"name": "a", "dtype": "string", "shape": [-1]}, {"name": "b", "dtype": "string", "shape": [-1]}],
+            r"inputs a transformers source takes one text input",
+        ),
     ],
 )
 def test_text_inputs_are_one_string_batch(tiny_bert_spec, tmp_path, inputs, message):

@@ -76,13 +76,27 @@ def test_gather_block_quantized_reads_the_rows_as_written(bits, tmp_path):
     table = rng.normal(size=(50, 64)).astype(np.float32)
     table[3] = 0.0  # a padding row must come back exactly zero
     data, scales, zeros = quantize_rows(table, bits, 32)
-    node = onnx.helper.make_node("GatherBlockQuantized", ["data", "ids", "scales", "zeros"], ["out"], domain="com.microsoft",
-                                 bits=bits, block_size=32, gather_axis=0, quantize_axis=1)  # fmt: skip
+    node = onnx.helper.make_node(
+        "GatherBlockQuantized",
+        ["data", "ids", "scales", "zeros"],
+        ["out"],
+        domain="com.microsoft",
+        bits=bits,
+        block_size=32,
+        gather_axis=0,
+        quantize_axis=1,
+    )
     graph = onnx.helper.make_graph(
-        [node], "g", [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [None])],
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [None])],
         [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, None)],
-        [onnx.numpy_helper.from_array(data, "data"), onnx.numpy_helper.from_array(scales, "scales"), onnx.numpy_helper.from_array(zeros, "zeros")],
-    )  # fmt: skip
+        [
+            onnx.numpy_helper.from_array(data, "data"),
+            onnx.numpy_helper.from_array(scales, "scales"),
+            onnx.numpy_helper.from_array(zeros, "zeros"),
+        ],
+    )
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18), onnx.helper.make_opsetid("com.microsoft", 1)])
     ids = np.array([0, 3, 49, 3], dtype=np.int64)
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
@@ -97,14 +111,18 @@ def test_kept_layers_stay_at_higher_precision(setup):
     layers = step.quantizable(model)
     assert len(layers) == 12  # 2 layers x (q, k, v, attention out, intermediate, output)
     path, _ = _build(setup, step.keeping(layers[:2]))
-    bits = collections.Counter(next(a.i for a in n.attribute if a.name == "bits") for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits")
+    bits = collections.Counter(
+        next(a.i for a in n.attribute if a.name == "bits") for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits"
+    )
     assert bits == {4: 10, 8: 2}
     path, _ = _build(setup, step.keeping(layers[:2], fp32=True))
     assert _ops(path)["MatMul"] >= 2 + 4  # two kept fp32, plus attention's activation x activation MatMuls
     tables = QuantizeEmbeddings(4, 32)
     assert tables.quantizable(model) == ("/model/embeddings/word_embeddings/Gather",)  # positions: 128 x 64 < min_elements
     path, _ = _build(setup, tables.keeping(tables.quantizable(model)))
-    assert [next(a.i for a in n.attribute if a.name == "bits") for n in onnx.load(str(path)).graph.node if n.op_type == "GatherBlockQuantized"] == [8]
+    assert [
+        next(a.i for a in n.attribute if a.name == "bits") for n in onnx.load(str(path)).graph.node if n.op_type == "GatherBlockQuantized"
+    ] == [8]
 
 
 def test_weight_only_takes_linear_layers_exported_as_gemm(tmp_path):
@@ -119,11 +137,15 @@ def test_weight_only_takes_linear_layers_exported_as_gemm(tmp_path):
     x = np.random.default_rng(1).random((16, 1, 8, 8), dtype=np.float32)
     want, got = (ort.InferenceSession(str(p)).run(None, {"input": x})[0] for p in (reference, path))
     assert np.max(np.abs(got - want)) <= 0.02 * np.max(np.abs(want))
-    conv_only = onnx.helper.make_model(onnx.helper.make_graph(
-        [onnx.helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "c",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
-        [onnx.numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")]))  # fmt: skip
+    conv_only = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+            "c",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+            [onnx.numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")],
+        )
+    )
     onnx.save(conv_only, str(tmp_path / "conv.onnx"))
     with pytest.raises(NotApplicable, match="no MatMul or Gemm with a constant 2-D weight"):
         WeightOnly().apply(tmp_path / "conv.onnx", tmp_path / "out.onnx", None)
