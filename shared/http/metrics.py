@@ -29,6 +29,7 @@ _SNAPSHOT_EVERY_S = 1.0
 class Metrics:
     def __init__(self, folder: str | Path | None = None):
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # the snapshot thread and a scrape write the same file
         self._requests: dict[tuple[str, str, str], int] = {}
         self._latency: dict[tuple[str, str], list] = {}  # bucket counts..., +Inf count, sum
         self._batch: dict[tuple[str, str], list] = {}
@@ -65,8 +66,9 @@ class Metrics:
     def _write(self, snapshot: dict) -> None:
         target = self._folder / f"{os.getpid()}.json"
         temporary = target.with_suffix(".tmp")
-        temporary.write_text(json.dumps(snapshot), encoding="utf-8")
-        os.replace(temporary, target)  # readers see the old file or the new one, never half of one
+        with self._write_lock:  # else one thread's rename takes the other's half-written file, or finds none
+            temporary.write_text(json.dumps(snapshot), encoding="utf-8")
+            os.replace(temporary, target)  # readers see the old file or the new one, never half of one
 
     def _write_forever(self) -> None:
         stop = threading.Event()
