@@ -26,6 +26,8 @@ const path = require('path');
 const MiB = 2 ** 20;
 const LAMBDA_MEMORY_MB = [128, 10240];
 const OSLS_DEFAULT_MB = 1024;
+const TMP_DEFAULT_MB = 512; // Lambda's default /tmp, and SnapStart's most
+const TMP_MAX_MB = 10240;
 
 class SlimserveBundle {
   constructor(serverless, options, utils = {}) {
@@ -72,7 +74,40 @@ class SlimserveBundle {
 
   memoryThenBundle(directUpload) {
     this.memory();
+    this.fetchRoom();
     this.bundle(directUpload);
+  }
+
+  // A fetched model lands in /tmp, which Lambda sizes at 512 MB unless told otherwise, and which SnapStart
+  // cannot raise: a model that needs more gets the /tmp it needs on every function (ephemeralStorageSize), and
+  // the HTTP function goes without SnapStart (its cold start then follows the budget's reason: past the 10 s
+  // init, the first request after a cold start waits for the load).
+  fetchRoom() {
+    const s = this.settings();
+    const manifestPath = path.resolve(this.serverless.serviceDir, s.artifact || '.', 'manifest.json');
+    if (!s.artifact || !fs.existsSync(manifestPath)) return;
+    let manifest;
+    try {
+      manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf-8'));
+    } catch (err) {
+      this.fail(`${manifestPath} is not valid JSON: ${err.message}`);
+    }
+    if (manifest.delivery !== 'fetch' && !s.fetchFrom) return;
+    const files = Object.values(manifest.files || {}).reduce((sum, f) => sum + (Number(f.bytes) || 0), 0);
+    const inflated = Number(((manifest.extra || {}).inflated || {}).bytes) || 0;
+    const needMb = Math.ceil(((files + inflated) * 1.2) / MiB); // 20 % for the staging copy's neighbours and logs
+    if (needMb <= TMP_DEFAULT_MB) return;
+    if (needMb > TMP_MAX_MB) this.fail(`${manifestPath}: fetching needs ~${needMb} MB of /tmp, over Lambda's ${TMP_MAX_MB} MB`);
+    const functions = this.serverless.service.functions || {};
+    for (const fn of Object.values(functions)) {
+      if (fn && fn.ephemeralStorageSize === undefined) fn.ephemeralStorageSize = needMb;
+    }
+    if (functions.http && functions.http.snapStart) {
+      functions.http.snapStart = false;
+      this.log.notice(`ephemeralStorageSize ${needMb} MB for the fetched model; SnapStart off (it allows at most ${TMP_DEFAULT_MB} MB of /tmp)`);
+    } else {
+      this.log.notice(`ephemeralStorageSize ${needMb} MB for the fetched model`);
+    }
   }
 
   memory() {

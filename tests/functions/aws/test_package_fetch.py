@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.bundle.builds import write_fetch_artifact
-from tests.osls import run_osls, service_folder
+from tests.osls import packaged_template, run_osls, service_folder
 
 pytestmark = pytest.mark.usefixtures("osls_cli")
 
@@ -59,3 +59,23 @@ def test_without_fetch_from_the_build_stops_with_what_to_pass(service, tmp_path)
     assert proc.returncode != 0 and "Traceback" not in said
     assert "slimserve bundle failed: " in said and "is delivered by fetch" in said and "pass --fetch-from" in said
     assert not (clone / ZIP).exists()
+
+
+def _functions(template: dict) -> dict[str, dict]:
+    return {k: r["Properties"] for k, r in template["Resources"].items() if r["Type"] == "AWS::Lambda::Function"}
+
+
+def test_a_fetched_model_over_512_mb_gets_its_tmp_and_the_http_function_goes_without_snapstart(service, tmp_path):
+    small = _functions(packaged_template(tmp_path / "small", f"bundleArtifact={service / 'artifacts' / 'big' / '1'}"))
+    assert small["HttpLambdaFunction"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert not any("EphemeralStorage" in f for f in small.values())  # a small model fits Lambda's 512 MB
+    large = shutil.copytree(service / "artifacts" / "big" / "1", tmp_path / "large")
+    manifest = json.loads((large / "manifest.json").read_text())
+    manifest["files"][manifest["model_file"]]["bytes"] = 1_112_433_599  # (b) of bench/scale.py: int8, 1.07B parameters
+    (large / "manifest.json").write_text(json.dumps(manifest))
+
+    functions = _functions(packaged_template(tmp_path / "large-service", f"bundleArtifact={large}"))
+
+    needed = {f["EphemeralStorage"]["Size"] for f in functions.values()}
+    assert len(needed) == 1 and 1_112_433_599 * 1.2 / 2**20 <= needed.pop() <= 10240  # both functions fetch it
+    assert "SnapStart" not in functions["HttpLambdaFunction"]  # SnapStart allows at most 512 MB of /tmp
