@@ -319,7 +319,8 @@ def part_a(work: Path, facts: dict, sentences: list[str], want: np.ndarray) -> d
 
 
 def part_b(work: Path, sentences: list[str], want: np.ndarray) -> dict:
-    """Upload the artifact to a moto S3 server and serve it pinned from there (today's sequential fetch)."""
+    """Upload the artifact to a moto S3 server and serve it pinned from there (the runtime's fetch: parallel ranged
+    reads at SLIMSERVE_FETCH_CONCURRENCY x SLIMSERVE_FETCH_PART_BYTES, their defaults unless set)."""
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -368,7 +369,8 @@ def part_b(work: Path, sentences: list[str], want: np.ndarray) -> dict:
     got = served.pop("embeddings")
     return {
         "upload_s": round(upload_s, 1),
-        "served_from": "s3 (moto on 127.0.0.1), sequential fetch",
+        "served_from": "s3 (moto on 127.0.0.1), fetch concurrency "
+        f"{env.get('SLIMSERVE_FETCH_CONCURRENCY', '8 (default)')} x {env.get('SLIMSERVE_FETCH_PART_BYTES', '16 MiB (default)')} parts",
         **served,
         "placement_forced": "SLIMSERVE_PLACEMENT=function" if forced else None,
         "served_cosine_to_fp32": cosines(got, want),
