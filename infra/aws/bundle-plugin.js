@@ -72,6 +72,17 @@ class SlimserveBundle {
     return chosen;
   }
 
+  // The artifact's manifest.json as {manifestPath, manifest}; manifest null when there is none.
+  manifest(s) {
+    const manifestPath = path.resolve(this.serverless.serviceDir, s.artifact || '.', 'manifest.json');
+    if (!s.artifact || !fs.existsSync(manifestPath)) return { manifestPath, manifest: null };
+    try {
+      return { manifestPath, manifest: JSON.parse(fs.readFileSync(manifestPath, 'utf-8')) };
+    } catch (err) {
+      return this.fail(`${manifestPath} is not valid JSON: ${err.message}`);
+    }
+  }
+
   memoryThenBundle(directUpload) {
     this.memory();
     this.fetchRoom();
@@ -84,14 +95,8 @@ class SlimserveBundle {
   // init, the first request after a cold start waits for the load).
   fetchRoom() {
     const s = this.settings();
-    const manifestPath = path.resolve(this.serverless.serviceDir, s.artifact || '.', 'manifest.json');
-    if (!s.artifact || !fs.existsSync(manifestPath)) return;
-    let manifest;
-    try {
-      manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf-8'));
-    } catch (err) {
-      this.fail(`${manifestPath} is not valid JSON: ${err.message}`);
-    }
+    const { manifestPath, manifest } = this.manifest(s);
+    if (!manifest) return;
     if (manifest.delivery !== 'fetch' && !s.fetchFrom) return;
     const files = Object.values(manifest.files || {}).reduce((sum, f) => sum + (Number(f.bytes) || 0), 0);
     const inflated = Number(((manifest.extra || {}).inflated || {}).bytes) || 0;
@@ -122,18 +127,12 @@ class SlimserveBundle {
       provider.memorySize = mb;
       return;
     }
-    const manifestPath = path.resolve(this.serverless.serviceDir, s.artifact || '.', 'manifest.json');
-    if (!s.artifact || !fs.existsSync(manifestPath)) {
+    const { manifestPath, manifest } = this.manifest(s);
+    if (!manifest) {
       this.log.notice(`memorySize auto: no manifest at ${manifestPath}; osls's default ${OSLS_DEFAULT_MB} MB`);
       return;
     }
-    let serving = {};
-    try {
-      const manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf-8'));
-      serving = (manifest.extra && manifest.extra.serving) || {};
-    } catch (err) {
-      this.fail(`${manifestPath} is not valid JSON: ${err.message}`);
-    }
+    const serving = (manifest.extra && manifest.extra.serving) || {};
     const mb = serving.recommended_memory_mb;
     if (!Number.isInteger(mb) || mb < low || mb > high) {
       this.log.notice(
