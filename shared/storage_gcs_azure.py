@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from shared.errors import NotFound, StorageError
-from shared.storage_backends import CHUNK, Backend, ObjectUri, changed
+from shared.storage_backends import CHUNK, Backend, ObjectUri, changed, whole
 
 # Where the Functions host keeps its own storage account; the documented fallback for blob access.
 AZURE_CONNECTION_ENV = ("SLIMSERVE_AZURE_CONNECTION", "AzureWebJobsStorage")
@@ -56,7 +56,8 @@ class GCSBackend(Backend):
         try:
             # raw: a gzip-encoded object is not inflated on the way, so ranges and sizes are the stored bytes.
             blob = self._blob(obj)
-            blob.download_to_file(sink, start=start, end=end, raw_download=True, if_generation_match=version, checksum=None)
+            ranged = {} if whole(start, length) else {"start": start, "end": end}
+            blob.download_to_file(sink, raw_download=True, if_generation_match=version, checksum=None, **ranged)
         except Exception as exc:
             raise self._guard(exc, obj, "read") from None
         served = blob.generation  # from the response's x-goog-generation, where the server sends it
@@ -136,7 +137,8 @@ class AzureBackend(Backend):
 
         pinned = {"etag": version, "match_condition": MatchConditions.IfNotModified} if version is not None else {}
         try:
-            for chunk in self._blob(obj).download_blob(offset=start, length=length, **pinned).chunks():
+            ranged = {} if whole(start, length) else {"offset": start, "length": length}
+            for chunk in self._blob(obj).download_blob(**pinned, **ranged).chunks():
                 sink.write(chunk)
         except Exception as exc:
             raise self._guard(exc, obj, "read") from None

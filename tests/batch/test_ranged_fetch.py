@@ -226,3 +226,20 @@ def test_memory_stays_under_concurrency_times_part_size(moto_process, tmp_path):
     assert digest == expected
     print(json.dumps({"object_bytes": size, "part_bytes": part, "concurrency": 4, "tracemalloc_peak_bytes": peak}))
     assert peak < 4 * part * 3, f"peak {peak:,} bytes for {size:,} bytes fetched"  # ~concurrency x part, never the object
+
+
+@pytest.mark.parametrize("where", ["s3", "gcs", "azure"])
+def test_an_empty_file_of_an_artifact_is_fetched_and_a_longer_one_refused(where, request, tmp_path):
+    """An empty object answers any Range with 416 (S3, moto): a whole-object read goes without one."""
+    if where == "azure":
+        _, plain = request.getfixturevalue("azurite")
+        store, prefix = Storage(plain.azure_connection, Transfer(4, PART)), "azure://slimserve"
+    else:
+        store, prefix = Storage(transfer=Transfer(4, PART)), request.getfixturevalue("bucket" if where == "s3" else "gcs")
+    store.write(f"{prefix}/empty", b"")
+    store.write(f"{prefix}/one", b"x")
+
+    assert store.download(f"{prefix}/empty", tmp_path / "empty", 0) == hashlib.sha256(b"").hexdigest()
+    assert (tmp_path / "empty").read_bytes() == b""
+    with pytest.raises(StorageError, match="larger than the 0 bytes expected"):
+        store.download(f"{prefix}/one", tmp_path / "one", 0)
