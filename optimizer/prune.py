@@ -90,20 +90,7 @@ def _expand(keep: torch.Tensor, in_features: int, channels: int) -> torch.Tensor
 
 
 def _select_outputs(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
-    if isinstance(layer, nn.Conv2d):
-        new = nn.Conv2d(
-            layer.in_channels,
-            len(keep),
-            layer.kernel_size,
-            layer.stride,
-            layer.padding,
-            layer.dilation,
-            1,
-            layer.bias is not None,
-            layer.padding_mode,
-        )
-    else:
-        new = nn.Linear(layer.in_features, len(keep), layer.bias is not None)
+    new = _resized(layer, inputs=None, outputs=len(keep))
     with torch.no_grad():
         new.weight.copy_(layer.weight[keep])
         if layer.bias is not None:
@@ -112,10 +99,20 @@ def _select_outputs(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
 
 
 def _select_inputs(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
+    new = _resized(layer, inputs=len(keep), outputs=None)
+    with torch.no_grad():
+        new.weight.copy_(layer.weight[:, keep])
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias)
+    return new
+
+
+def _resized(layer: nn.Module, inputs: int | None, outputs: int | None) -> nn.Module:
+    """An empty layer like `layer` with `inputs` in-channels/features and `outputs` out (None: as it has)."""
     if isinstance(layer, nn.Conv2d):
-        new = nn.Conv2d(
-            len(keep),
-            layer.out_channels,
+        return nn.Conv2d(
+            layer.in_channels if inputs is None else inputs,
+            layer.out_channels if outputs is None else outputs,
             layer.kernel_size,
             layer.stride,
             layer.padding,
@@ -124,13 +121,8 @@ def _select_inputs(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
             layer.bias is not None,
             layer.padding_mode,
         )
-    else:
-        new = nn.Linear(len(keep), layer.out_features, layer.bias is not None)
-    with torch.no_grad():
-        new.weight.copy_(layer.weight[:, keep])
-        if layer.bias is not None:
-            new.bias.copy_(layer.bias)
-    return new
+    features = (layer.in_features if inputs is None else inputs, layer.out_features if outputs is None else outputs)
+    return nn.Linear(*features, layer.bias is not None)
 
 
 def _select_norm(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
