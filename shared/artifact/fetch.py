@@ -23,6 +23,7 @@ fetched are the ones the bundle was built (and probed) with.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -42,6 +43,7 @@ log = logging.getLogger("slimserve")
 PIN = "#sha256="
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists files and candidates: kilobytes, never this
 FETCH_FROM = "fetch.json"  # in a bundled artifact folder: where its weights are fetched from
+MAX_POINTER_BYTES = 64 << 10
 
 
 def is_remote(location: str) -> bool:
@@ -117,8 +119,9 @@ def fetch_artifact(prefix: str, cache_dir: Path, storage: Storage, pin: str | No
         except ArtifactError as exc:
             log.warning("artifact %s: cache %s does not verify (%s); fetching again", prefix, target, exc.message)
             shutil.rmtree(target, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name[:12]}-", dir=cache_dir))
+    staging, lock = _staging(cache_dir, target)
     try:
+        _check_room(cache_dir, manifest, prefix)
         _download(storage, prefix, manifest, raw, staging, absent_ok)
         load_artifact(staging, absent_ok)  # also scans external data; a tampered file stopped in _download
         try:
@@ -129,9 +132,41 @@ def fetch_artifact(prefix: str, cache_dir: Path, storage: Storage, pin: str | No
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
     total = sum(e.bytes for e in manifest.files.values())
     log.info("artifact %s: fetched %d file(s), %d bytes, into %s", prefix, len(manifest.files), total, target)
     return target
+
+
+def _staging(cache_dir: Path, target: Path) -> tuple[Path, int]:
+    """A new staging folder and the descriptor holding its lock while this process fills it. Staging folders
+    whose lock is free first go: a fetch killed mid-way (Lambda ends an init past its limit with SIGKILL, no
+    cleanup runs) would otherwise hold its share of /tmp for the life of the environment, and the retry, in a
+    /tmp sized for one copy, would run out of room."""
+    for old in cache_dir.glob(".*-*"):
+        try:
+            fd = os.open(old, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live fetch in another process
+            os.close(fd)
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        os.close(fd)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name[:12]}-", dir=cache_dir))
+    lock = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return staging, lock
+
+
+def _check_room(cache_dir: Path, manifest: Manifest, prefix: str) -> None:
+    needed = sum(e.bytes for e in manifest.files.values())
+    free = shutil.disk_usage(cache_dir).free
+    if needed > free:
+        raise ArtifactError(f"artifact {prefix}: its files take {needed:,} bytes, {cache_dir} has {free:,} free; raise the function's /tmp")
 
 
 def pointer(location: str) -> dict:
@@ -142,11 +177,15 @@ def pointer(location: str) -> dict:
 def _fetch_pointed(folder: Path, cache_dir: Path, storage: Storage) -> Path:
     where = folder / FETCH_FROM
     try:
-        raw = json.loads(where.read_bytes()[:65536])
+        with open(where, "rb") as fh:
+            text = fh.read(MAX_POINTER_BYTES + 1)
+        if len(text) > MAX_POINTER_BYTES:
+            raise ValueError
+        raw = json.loads(text)
         location = raw["location"]
         if not isinstance(location, str):
             raise TypeError
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
         raise ArtifactError(f'{where}: not {{"location": "s3://bucket/prefix#sha256=<hex>"}}') from None
     prefix, pin = split_pin(location)
     if pin is None or not is_remote(prefix):

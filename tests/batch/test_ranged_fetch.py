@@ -243,3 +243,78 @@ def test_an_empty_file_of_an_artifact_is_fetched_and_a_longer_one_refused(where,
     assert (tmp_path / "empty").read_bytes() == b""
     with pytest.raises(StorageError, match="larger than the 0 bytes expected"):
         store.download(f"{prefix}/one", tmp_path / "one", 0)
+
+
+def _uploaded(bucket: str, tmp_path, store: Storage) -> tuple[str, str]:
+    """The tiny artifact plus DATA as weights.bin, in the bucket: (prefix, pin)."""
+    local = write_tiny_artifact(tmp_path / "local")
+    (local / "weights.bin").write_bytes(DATA)
+    manifest = read_manifest(local)
+    write_manifest(local, manifest.__class__(**{**vars(manifest), "files": file_entries(local, [*manifest.files, "weights.bin"])}))
+    for path in local.iterdir():
+        store.write(f"{bucket}/tiny/1/{path.name}", path.read_bytes())
+    return f"{bucket}/tiny/1", hashlib.sha256((local / "manifest.json").read_bytes()).hexdigest()
+
+
+def test_a_killed_fetchs_staging_folder_is_swept_and_a_live_ones_is_kept(bucket, tmp_path):
+    """SIGKILL (Lambda's end of an init past its limit) runs no cleanup: the next fetch removes what it left,
+    in a /tmp sized for one copy, but never a staging folder another process is still filling."""
+    import fcntl
+
+    store = Storage(transfer=Transfer(4, PART))
+    prefix, pin = _uploaded(bucket, tmp_path, store)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    killed, live = cache / ".c94e9cca2177-killed", cache / ".c94e9cca2177-live"
+    for folder in (killed, live):
+        folder.mkdir()
+        (folder / "weights.bin").write_bytes(DATA[:1000])
+    held = os.open(live, os.O_RDONLY | os.O_DIRECTORY)  # another open file description: another fetch's lock
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        folder = fetch_artifact(prefix, cache, store, pin)
+    finally:
+        os.close(held)
+
+    assert (folder / "weights.bin").read_bytes() == DATA
+    assert sorted(p.name for p in cache.iterdir()) == sorted([folder.name, live.name])
+
+
+LOCAL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG, as on a full /tmp
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+from shared.errors import StorageError
+from shared.storage import Storage
+from shared.transfer import Transfer
+source, out = sys.argv[1], Path(sys.argv[2])
+for concurrency in (1, 4):
+    try:
+        Storage(transfer=Transfer(concurrency, 256 << 10)).download("file://" + source, out, Path(source).stat().st_size)
+    except StorageError as exc:
+        print(concurrency, exc.message, out.exists())
+"""
+
+
+def test_a_local_disk_that_refuses_the_write_is_a_storage_error_naming_the_file_and_leaves_none(tmp_path):
+    source = tmp_path / "big.bin"
+    source.write_bytes(DATA)  # 3 MiB, over the 1 MiB the child may write
+
+    proc = subprocess.run(
+        [sys.executable, "-c", LOCAL_DISK, str(source), str(tmp_path / "out.bin")], capture_output=True, text=True, timeout=60
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines == [f"{c} cannot write {tmp_path / 'out.bin'}: File too large False" for c in (1, 4)], proc.stdout
+
+
+@pytest.mark.parametrize("pointer", [b"[" * 30_000, b'{"location": "' + b"x" * (70 << 10) + b'"}', b"[1]"])
+def test_a_fetch_json_that_is_no_pointer_is_one_artifact_error(tmp_path, pointer):
+    from shared.artifact.fetch import localize
+
+    folder = write_tiny_artifact(tmp_path / "bundled")
+    (folder / "fetch.json").write_bytes(pointer)
+    with pytest.raises(ArtifactError, match="fetch.json: not"):
+        localize(str(folder), tmp_path / "cache", Storage())
