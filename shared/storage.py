@@ -150,9 +150,13 @@ class Storage:
         backend, obj = self._backend(uri)
         if not self.transfer.in_parts(expected_bytes):
             sink = _HashingFile(path, obj, expected_bytes)
-            with sink:
-                backend.read_into(obj, 0, expected_bytes + 1 if expected_bytes else None, None, sink)
-            return sink.finish()
+            try:
+                with sink:
+                    backend.read_into(obj, 0, expected_bytes + 1 if expected_bytes else None, None, sink)
+                return sink.finish()
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
         size, version = backend.version(obj)
         if size != expected_bytes:
             than = "larger" if size > expected_bytes else "smaller"
@@ -202,7 +206,10 @@ class _HashingFile:
     def __init__(self, path: Path, obj: ObjectUri, expected: int):
         self.obj, self.expected, self.written = obj, expected, 0
         self.digest = hashlib.sha256()
-        self.out = open(path, "wb")
+        try:
+            self.out = open(path, "wb")
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror}") from None
 
     def __enter__(self) -> _HashingFile:
         return self
@@ -215,7 +222,10 @@ class _HashingFile:
         if self.written > self.expected:
             raise StorageError(f"object {self.obj} is larger than the {self.expected:,} bytes expected")
         self.digest.update(chunk)
-        return self.out.write(chunk)
+        try:
+            return self.out.write(chunk)
+        except OSError as exc:  # the local disk, not the object: said so, not as a failed read
+            raise StorageError(f"cannot write {self.out.name}: {exc.strerror}") from None
 
     def finish(self) -> str:
         if self.written != self.expected:

@@ -219,11 +219,11 @@ class S3Backend(Backend):
             raise self._guard(exc, obj, "read") from None
 
     def version(self, obj: ObjectUri) -> tuple[int, object]:
-        try:
+        try:  # the reply's fields too: a store that leaves one out is a failed read, not a KeyError
             head = self.client().head_object(Bucket=obj.container, Key=obj.key)
+            return int(head["ContentLength"]), head["ETag"]
         except Exception as exc:
             raise self._guard(exc, obj, "read") from None
-        return int(head["ContentLength"]), head["ETag"]
 
     def read_into(self, obj: ObjectUri, start: int, length: int | None, version: object, sink) -> None:
         pinned = {"IfMatch": version} if version is not None else {}

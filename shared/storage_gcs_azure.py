@@ -45,11 +45,11 @@ class GCSBackend(Backend):
     def version(self, obj: ObjectUri) -> tuple[int, object]:
         try:
             blob = self.client().bucket(obj.container).get_blob(obj.key)
+            if blob is None:
+                raise NotFound(f"object {obj} does not exist")
+            return int(blob.size or 0), blob.generation
         except Exception as exc:
             raise self._guard(exc, obj, "read") from None
-        if blob is None:
-            raise NotFound(f"object {obj} does not exist")
-        return int(blob.size or 0), blob.generation
 
     def read_into(self, obj: ObjectUri, start: int, length: int | None, version: object, sink) -> None:
         end = None if length is None else start + length - 1
@@ -58,11 +58,11 @@ class GCSBackend(Backend):
             blob = self._blob(obj)
             ranged = {} if whole(start, length) else {"start": start, "end": end}
             blob.download_to_file(sink, raw_download=True, if_generation_match=version, checksum=None, **ranged)
+            served = blob.generation  # from the response's x-goog-generation, where the server sends it
+            if version is not None and served is not None and int(served) != int(version):
+                raise changed(obj)
         except Exception as exc:
             raise self._guard(exc, obj, "read") from None
-        served = blob.generation  # from the response's x-goog-generation, where the server sends it
-        if version is not None and served is not None and int(served) != int(version):
-            raise changed(obj)
 
     def write(self, obj: ObjectUri, data: bytes, content_type: str) -> None:
         try:
@@ -128,9 +128,9 @@ class AzureBackend(Backend):
     def version(self, obj: ObjectUri) -> tuple[int, object]:
         try:
             properties = self._blob(obj).get_blob_properties()
+            return int(properties.size), properties.etag
         except Exception as exc:
             raise self._guard(exc, obj, "read") from None
-        return int(properties.size), properties.etag
 
     def read_into(self, obj: ObjectUri, start: int, length: int | None, version: object, sink) -> None:
         from azure.core import MatchConditions

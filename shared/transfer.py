@@ -57,10 +57,14 @@ def download_parts(path: Path, size: int, read_part: Callable[[int, int], bytes]
     of one object version; the sha256 of the whole, in file order."""
     offsets = iter(range(0, size, transfer.part_bytes))
     digest = hashlib.sha256()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    pool = ThreadPoolExecutor(max_workers=transfer.concurrency, thread_name_prefix="slimserve-fetch")
     try:
-        os.ftruncate(fd, size)  # the parts land anywhere in it; a short file can never pass for a whole one
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+    pool = ThreadPoolExecutor(max_workers=transfer.concurrency, thread_name_prefix="slimserve-fetch")
+    done = False
+    try:
+        os.ftruncate(fd, size)  # the parts land anywhere in it
 
         def part(start: int) -> bytes:
             length = min(transfer.part_bytes, size - start)
@@ -83,7 +87,12 @@ def download_parts(path: Path, size: int, read_part: Callable[[int, int], bytes]
             del data  # the window's bound on memory holds only if a hashed part is let go at once
             if (nxt := submit()) is not None:
                 window.append(nxt)
+        done = True
+    except OSError as exc:  # the local disk (full, or a file too large for it), not the object
+        raise StorageError(f"cannot write {path}: {exc.strerror}") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         os.close(fd)
+        if not done:  # a file of the right size but holes or old bytes must not outlive the failure
+            path.unlink(missing_ok=True)
     return digest.hexdigest()

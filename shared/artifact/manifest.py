@@ -109,7 +109,7 @@ class Manifest:
             _file_entry(extra[INFLATED], f"extra.{INFLATED}")  # its sha256 becomes a cache path: hex only
         external = extra.get(EXTERNAL_DATA, [])
         if not isinstance(external, list) or any(not isinstance(name, str) or name not in files for name in external):
-            raise ArtifactError(f"manifest: extra.{EXTERNAL_DATA} must list files named in files, not {external!r}")
+            raise ArtifactError(f"manifest: extra.{EXTERNAL_DATA} must list files named in files, not {repr(external)[:200]}")
         fallback = extra.get("fallback")
         if fallback:
             fallback_file = fallback.get("model_file") if isinstance(fallback, dict) else fallback

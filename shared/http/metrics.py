@@ -75,8 +75,10 @@ class Metrics:
         while not stop.wait(_SNAPSHOT_EVERY_S):
             try:
                 self._write(self.snapshot())
-            except OSError:  # the supervisor removed the folder: the server is stopping
+            except FileNotFoundError:  # the supervisor removed the folder: the server is stopping
                 return
+            except OSError:  # a full disk, say: this snapshot is lost, the next may not be
+                continue
 
 
 def _observe(table: dict, key: tuple, buckets: tuple, value: float) -> None:
