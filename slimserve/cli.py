@@ -118,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     upl.add_argument("artifact", metavar="ARTIFACT_DIR")
     upl.add_argument("prefix", metavar="PREFIX", help="s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or azure://CONTAINER/PREFIX")
     upl.add_argument("--quiet", action="store_true", help="no progress output")
+    upl.add_argument("--replace", action="store_true", help="overwrite another artifact at PREFIX (functions pinned to it stop loading)")
 
     inv = sub.add_parser("invoke", help="call a deployed model over the Open Inference Protocol v2 and print its outputs")
     inv.add_argument("url", help="the deployment's base URL (API Gateway, Cloud Functions, Azure Functions, slimserve serve)")

@@ -130,6 +130,21 @@ def test_bundle_and_upload_errors_are_one_line(fetch_artifact, tmp_path, capsys,
     assert message in one_line_error(capsys)
 
 
+def test_upload_over_another_artifact_is_refused_unless_replaced(aws, fetch_artifact, tmp_path, capsys):
+    aws.client("s3").create_bucket(Bucket="versions")
+    other = write_fetch_artifact(tmp_path / "other")  # the same model written again: another manifest
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["version"] = "2"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["upload", str(fetch_artifact), "s3://versions/big", "--quiet"]) == 0
+    assert main(["upload", str(fetch_artifact), "s3://versions/big", "--quiet"]) == 0  # the same artifact again: fine
+    capsys.readouterr()
+
+    assert main(["upload", str(other), "s3://versions/big", "--quiet"]) == 1
+    assert "s3://versions/big already holds another artifact" in one_line_error(capsys)
+    assert main(["upload", str(other), "s3://versions/big", "--quiet", "--replace"]) == 0
+
+
 def test_upload_to_a_missing_bucket_is_one_line(aws, fetch_artifact, capsys):
     assert main(["upload", str(fetch_artifact), "s3://no-such-bucket/big/1", "--quiet"]) == 1
     assert "no-such-bucket" in one_line_error(capsys)
