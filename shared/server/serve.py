@@ -84,7 +84,7 @@ def check_artifacts(settings: Settings) -> list[str]:
         manifest = read_manifest(folder)
         absent_ok = frozenset(manifest.weight_files) if (settings.placement or manifest.placement) == "endpoint" else frozenset()
         load_artifact(folder, absent_ok)
-        pinned = PIN in location or is_remote(location)
+        pinned = PIN in location or is_remote(location) or folder != location.strip()  # fetched (fetch.json too)
         checked.append(f"{folder}{PIN}{manifest_digest(folder)}" if pinned else folder)
     return checked
 

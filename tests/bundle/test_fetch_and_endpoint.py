@@ -193,3 +193,23 @@ def test_external_data_is_left_out_with_the_model(fetch_artifact):
     plain = replace(read_manifest(other), files=file_entries(other, ["model.onnx", "extra.onnx"]))
     assert shipped_files(plain, other) == ["extra.onnx", "model.onnx"]
     assert shipped_files(plain, other, fetched=True) == ["extra.onnx"]
+
+
+def test_serve_keeps_the_pin_of_a_model_a_fetch_json_fetched(aws, fetch_artifact, tmp_path):
+    """The arbiter fetches; workers started later load the cache folder, checked against the pin again."""
+    from shared.artifact.fetch import manifest_digest
+    from shared.config import Settings
+    from shared.server.serve import check_artifacts
+    from shared.storage import Storage
+    from slimserve.upload import upload
+
+    aws.client("s3").create_bucket(Bucket="pinned")
+    location = upload(fetch_artifact, "s3://pinned/big/1", Storage(), say=lambda _: None)
+    folder = tmp_path / "bundled"
+    folder.mkdir()
+    (folder / "manifest.json").write_bytes((fetch_artifact / "manifest.json").read_bytes())
+    (folder / "fetch.json").write_text(json.dumps({"location": location}))
+
+    (checked,) = check_artifacts(Settings(artifact=str(folder), cache_dir=str(tmp_path / "cache")))
+
+    assert checked.endswith(f"#sha256={manifest_digest(fetch_artifact)}") and checked.startswith(str(tmp_path / "cache"))
