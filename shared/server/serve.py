@@ -102,7 +102,7 @@ def serve(folders: list[str], host: str = "127.0.0.1", port: int = 8080, *, sage
     def make_app() -> InferenceApp:
         return prepare(start(local[0].partition(PIN)[0], settings, sagemaker_runtime=sagemaker_runtime).app, metrics_folder)
 
-    from shared.server.worker import WaitressWorker
+    from shared.server.worker import WaitressWorker, quit_early
 
     WaitressWorker.request_timeout_s = settings.request_timeout_s
     WaitressWorker.idle_timeout_s = settings.keepalive_s
@@ -111,6 +111,7 @@ def serve(folders: list[str], host: str = "127.0.0.1", port: int = 8080, *, sage
         "bind": [f"fd://{sock.fileno()}"],
         "workers": settings.workers,
         "worker_class": "shared.server.worker.WaitressWorker",
+        "post_fork": quit_early,
         "threads": settings.threads,
         "worker_connections": WORKER_CONNECTIONS,
         "timeout": 30,  # heartbeats come from the I/O loop, so a long inference never trips this

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
 import sys
 import time
 
@@ -69,6 +71,28 @@ class StrictParser(HTTPRequestParser):
 
 class StrictChannel(HTTPChannel):
     parser_class = StrictParser
+
+
+QUIT_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
+
+def quit_early(arbiter, worker) -> None:
+    """gunicorn's post_fork hook. Until the worker installs its own handlers (in init_process), a quit signal
+    meets the handler inherited from the arbiter, which only queues it in the child's copy of the arbiter: the
+    worker would boot and serve on until graceful_timeout (30 s) kills it. So: our handler now, and a quit
+    already queued in that copy stops the worker as soon as it has booted."""
+
+    def stop(sig, frame) -> None:
+        worker.alive = False
+
+    for sig in QUIT_SIGNALS:
+        signal.signal(sig, stop)
+    while True:  # the child's copy of the arbiter's queue (a SimpleQueue): no one else reads it here
+        try:
+            if arbiter.SIG_QUEUE.get_nowait() in QUIT_SIGNALS:
+                worker.alive = False
+        except queue.Empty:
+            break
 
 
 class WaitressWorker(Worker):
